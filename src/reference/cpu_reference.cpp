@@ -1,0 +1,2 @@
+// placeholder, replaced by the CPU reference
+namespace mla::reference {}

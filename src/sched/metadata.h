@@ -1,0 +1,63 @@
+// Split-KV schedule: the contract between the scheduler, the main decode kernel and combine.
+//
+// The KV of every request is cut into 64-token blocks (kBlockTokens). Request i has
+// num_blocks(i) = ceil(cache_seqlens[i] / 64) blocks. The blocks of the whole batch, taken in
+// order (request 0 block 0, ..., request b-1 last block), are dealt to num_sm_parts "SM parts"
+// as contiguous runs. A part may cover the tail of one request, several whole requests and the
+// head of another. The piece of one request that lies in one part is a "split"; each split has a
+// global partial slot where it writes its fp32 partial output and log-sum-exp.
+//
+// Schedule buffer layout (plan.schedule_bytes):
+//   PartMetadata parts[num_sm_parts];
+//   int32_t      split_offsets[batch + 1];   // exclusive prefix sum of splits per request
+//
+// Request i has num_splits(i) = split_offsets[i+1] - split_offsets[i] splits, using partial
+// slots [split_offsets[i], split_offsets[i+1]).
+//   num_splits(i) == 0: the request has no KV (length 0); combine writes out = 0, lse = +inf.
+//   num_splits(i) == 1: the main kernel writes out/lse of request i directly (final values).
+//   num_splits(i) >= 2: the main kernel writes partials; combine merges them into out/lse.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mla::detail {
+
+inline constexpr int kBlockTokens = 64;  // KV tokens per scheduling block and per kernel tile
+
+struct alignas(32) PartMetadata {
+  int32_t begin_req;    // first request of this part (inclusive)
+  int32_t begin_block;  // first block of begin_req (inclusive)
+  int32_t end_req;      // last request of this part (inclusive)
+  int32_t end_block;    // block bound within end_req (exclusive); > 0 unless the part is empty
+  int32_t begin_slot;   // partial slot of the split of begin_req; later requests of the part
+                        // use split_offsets[req] (their first split)
+  int32_t num_blocks;   // total blocks of this part (0: empty part, the kernel returns early)
+  int32_t reserved[2];
+};
+static_assert(sizeof(PartMetadata) == 32, "PartMetadata is read as two 16-byte vectors");
+
+// Bytes of the schedule buffer for a batch and part count (parts first, 16-byte aligned).
+inline size_t schedule_buffer_bytes(int batch, int num_sm_parts) {
+  return sizeof(PartMetadata) * static_cast<size_t>(num_sm_parts) +
+         sizeof(int32_t) * (static_cast<size_t>(batch) + 1);
+}
+
+inline const PartMetadata* schedule_parts(const void* buffer) {
+  return static_cast<const PartMetadata*>(buffer);
+}
+inline const int32_t* schedule_split_offsets(const void* buffer, int num_sm_parts) {
+  return reinterpret_cast<const int32_t*>(static_cast<const PartMetadata*>(buffer) + num_sm_parts);
+}
+
+// Workspace layout (plan.workspace_bytes), max_partial_slots = batch + num_sm_parts:
+//   float o_partial  [max_partial_slots, s_q, h_q, d_v]
+//   float lse_partial[max_partial_slots, s_q, h_q]        (natural log; -inf for no key)
+inline size_t partial_o_elems(int slots, int s_q, int h_q, int d_v) {
+  return static_cast<size_t>(slots) * s_q * h_q * d_v;
+}
+inline size_t partial_lse_elems(int slots, int s_q, int h_q) {
+  return static_cast<size_t>(slots) * s_q * h_q;
+}
+
+}  // namespace mla::detail

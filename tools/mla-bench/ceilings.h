@@ -1,0 +1,27 @@
+// The two ceilings mla-bench prints next to every result, measured on the GPU at hand.
+#pragma once
+
+#include <cstddef>
+
+namespace mla_bench {
+
+struct CopyCeiling {
+  double gb_per_s = 0;  // (bytes read + bytes written) / median time, 1e9 bytes
+  size_t bytes = 0;     // bytes of one copy (read once, written once)
+  int reps = 0;
+};
+
+struct GemmCeiling {
+  double tflops = 0;  // 2 n^3 / median time
+  int n = 0;
+  int reps = 0;
+};
+
+// Device-to-device cudaMemcpyAsync of `bytes`, median of `reps` timed copies.
+CopyCeiling measure_copy_ceiling(size_t bytes, int reps);
+
+// bf16 n x n x n GEMM through cublasGemmEx (fp32 compute, bf16 output), random inputs,
+// median of `reps` timed calls.
+GemmCeiling measure_gemm_ceiling(int n, int reps);
+
+}  // namespace mla_bench

@@ -1,0 +1,188 @@
+// Split-KV combine kernel (semantics in combine.h).
+//
+// Grid: one CTA of 128 threads per output row (request, query token, head), rows of one request
+// adjacent. A row is d_v = 512 floats: each thread owns one float4 column chunk and walks the
+// request's splits, so a request with many splits (b = 1, 64+ splits) still has 128 CTAs of
+// independent 16-byte loads in flight, and a large batch (b = 128, h = 128: 16384 rows) fills
+// the GPU many times over. Warp 0 first turns the split log-sum-exps into weights in shared
+// memory; that is the only block-wide synchronisation.
+#include <cmath>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "combine/combine.h"
+#include "sched/scheduler.h"
+
+namespace mla::detail {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr unsigned kFullMask = 0xffffffffu;
+// Splits of one request: at most one per part (scheduler.h).
+constexpr int kMaxSplits = kMaxScheduleParts;
+
+__device__ __forceinline__ void wait_for_previous_grid() {
+  // No-op unless launched with programmatic stream serialisation; then it blocks until the
+  // preceding kernel's writes (the partials) are visible.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
+template <bool kFp16>
+__device__ __forceinline__ void store4(void* out, int64_t offset, float4 v, bool vectorised) {
+  if constexpr (kFp16) {
+    __half* p = static_cast<__half*>(out) + offset;
+    const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+    if (vectorised) {
+      uint2 packed;
+      packed.x = *reinterpret_cast<const uint32_t*>(&a);
+      packed.y = *reinterpret_cast<const uint32_t*>(&b);
+      *reinterpret_cast<uint2*>(p) = packed;
+    } else {
+      p[0] = a.x; p[1] = a.y; p[2] = b.x; p[3] = b.y;
+    }
+  } else {
+    __nv_bfloat16* p = static_cast<__nv_bfloat16*>(out) + offset;
+    const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    if (vectorised) {
+      uint2 packed;
+      packed.x = *reinterpret_cast<const uint32_t*>(&a);
+      packed.y = *reinterpret_cast<const uint32_t*>(&b);
+      *reinterpret_cast<uint2*>(p) = packed;
+    } else {
+      p[0] = a.x; p[1] = a.y; p[2] = b.x; p[3] = b.y;
+    }
+  }
+}
+
+template <bool kFp16>
+__global__ void __launch_bounds__(kThreads)
+    combine_kernel(CombineParams params, bool vectorised_store) {
+  __shared__ float weights[kMaxSplits];
+  __shared__ float row_lse;
+
+  const int h_q = params.num_heads_q, s_q = params.seqlen_q;
+  const int64_t row = blockIdx.x;
+  const int h = static_cast<int>(row % h_q);
+  const int s = static_cast<int>((row / h_q) % s_q);
+  const int i = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
+
+  wait_for_previous_grid();
+
+  const int first = __ldg(params.split_offsets + i);
+  const int num_splits = __ldg(params.split_offsets + i + 1) - first;
+  if (num_splits == 1) return;  // final values were written by the main kernel
+
+  const int64_t rows_per_slot = static_cast<int64_t>(s_q) * h_q;
+  const int64_t lse_row = static_cast<int64_t>(s) * h_q + h;  // within one slot
+  const int n = num_splits < 0 ? 0 : (num_splits > kMaxSplits ? kMaxSplits : num_splits);
+
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    float m = -INFINITY;
+    for (int k = lane; k < n; k += 32) {
+      m = fmaxf(m, __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row));
+    }
+#pragma unroll
+    for (int d = 16; d > 0; d /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, d));
+    float sum = 0.f;
+    if (m != -INFINITY) {
+      for (int k = lane; k < n; k += 32) {
+        sum += expf(__ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row) - m);
+      }
+    }
+#pragma unroll
+    for (int d = 16; d > 0; d /= 2) sum += __shfl_xor_sync(kFullMask, sum, d);
+    const float L = (m == -INFINITY) ? -INFINITY : m + logf(sum);
+    for (int k = lane; k < n; k += 32) {
+      const float l = __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row);
+      weights[k] = (L == -INFINITY || l == -INFINITY) ? 0.f : expf(l - L);
+    }
+    if (lane == 0) row_lse = (L == -INFINITY) ? INFINITY : L;
+  }
+  __syncthreads();
+
+  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
+                             static_cast<int64_t>(s) * params.out_seq_stride +
+                             static_cast<int64_t>(h) * params.out_head_stride;
+  const int d4 = params.head_dim_v / 4;
+  const float4* o4 = reinterpret_cast<const float4*>(params.o_partial);
+  const int64_t slot_stride4 = rows_per_slot * d4;
+  const int64_t row4 = lse_row * d4;
+  for (int c = threadIdx.x; c < d4; c += kThreads) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4* src = o4 + first * slot_stride4 + row4 + c;
+    int k = 0;
+    // Four splits per step keep four independent 16-byte loads in flight per thread.
+    for (; k + 4 <= n; k += 4) {
+      float4 v[4];
+      float w[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        w[u] = weights[k + u];
+        v[u] = w[u] != 0.f ? __ldg(src + (k + u) * slot_stride4) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        if (w[u] != 0.f) {
+          acc.x = fmaf(w[u], v[u].x, acc.x);
+          acc.y = fmaf(w[u], v[u].y, acc.y);
+          acc.z = fmaf(w[u], v[u].z, acc.z);
+          acc.w = fmaf(w[u], v[u].w, acc.w);
+        }
+      }
+    }
+    for (; k < n; ++k) {
+      const float w = weights[k];
+      if (w != 0.f) {
+        const float4 v = __ldg(src + k * slot_stride4);
+        acc.x = fmaf(w, v.x, acc.x);
+        acc.y = fmaf(w, v.y, acc.y);
+        acc.z = fmaf(w, v.z, acc.z);
+        acc.w = fmaf(w, v.w, acc.w);
+      }
+    }
+    store4<kFp16>(params.out, out_offset + 4 * c, acc, vectorised_store);
+  }
+  if (threadIdx.x == 0) {
+    params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = row_lse;
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
+                           bool programmatic_dependent_launch) {
+  if (params.batch <= 0 || params.seqlen_q <= 0 || params.num_heads_q <= 0 ||
+      params.head_dim_v <= 0 || params.head_dim_v % 4 != 0 || params.split_offsets == nullptr ||
+      params.o_partial == nullptr || params.lse_partial == nullptr || params.out == nullptr ||
+      params.lse == nullptr || reinterpret_cast<uintptr_t>(params.o_partial) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t rows =
+      static_cast<int64_t>(params.batch) * params.seqlen_q * params.num_heads_q;
+  if (rows > INT32_MAX) return cudaErrorInvalidValue;
+  // 8-byte stores of 4 elements need every row start 4-element aligned.
+  const bool vectorised = reinterpret_cast<uintptr_t>(params.out) % 8 == 0 &&
+                          params.out_batch_stride % 4 == 0 && params.out_seq_stride % 4 == 0 &&
+                          params.out_head_stride % 4 == 0;
+
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(rows));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = programmatic_dependent_launch ? 1 : 0;
+  if (params.out_is_fp16) {
+    return cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised);
+  }
+  return cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised);
+}
+
+}  // namespace mla::detail

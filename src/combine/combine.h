@@ -1,0 +1,40 @@
+// Split-KV combine: merges the fp32 partials of the requests the scheduler cut into pieces.
+//
+// For every request i (split_offsets from the schedule buffer, metadata.h), query token s, head h:
+//   num_splits == 0: out = 0, lse = +inf (no key).
+//   num_splits == 1: not touched (the main kernel wrote the final out/lse).
+//   num_splits >= 2: with lse_k, o_k the pieces' log-sum-exps and (already normalised) outputs,
+//     L = log(sum_k exp(lse_k)), out = sum_k exp(lse_k - L) * o_k, lse = L. Pieces with
+//     lse_k = -inf (no visible key, e.g. causal MTP rows) are skipped, whatever their o_k holds;
+//     if all are -inf: out = 0, lse = +inf.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace mla::detail {
+
+struct CombineParams {
+  int batch = 0;
+  int seqlen_q = 0;
+  int num_heads_q = 0;
+  int head_dim_v = 0;                     // multiple of 4
+  const int32_t* split_offsets = nullptr;  // [batch + 1], the schedule buffer's
+  const float* o_partial = nullptr;        // [slots, s_q, h_q, d_v], contiguous
+  const float* lse_partial = nullptr;      // [slots, s_q, h_q], contiguous, natural log
+  void* out = nullptr;                     // [b, s_q, h_q, d_v], dim stride 1, elements below
+  int64_t out_batch_stride = 0, out_seq_stride = 0, out_head_stride = 0;
+  float* lse = nullptr;  // [b, h_q, s_q] contiguous
+  bool out_is_fp16 = false;  // else bf16
+};
+
+// One CTA per (request, query token, group of heads); asynchronous on stream. With
+// programmatic_dependent_launch the kernel may start while the previous kernel on the stream
+// (the main decode kernel) finishes, and waits (griddepcontrol.wait) before reading anything.
+// Returns cudaErrorInvalidValue for bad shapes (non-positive sizes, head_dim_v not a multiple
+// of 4, null pointers), else the launch error.
+cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
+                           bool programmatic_dependent_launch);
+
+}  // namespace mla::detail

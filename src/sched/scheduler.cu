@@ -1,0 +1,251 @@
+// GPU implementation of the split-KV scheduler (algorithm in scheduler.h, host twin in
+// scheduler_host.cpp: keep the phases in step).
+//
+// Grid: one CTA of 1024 threads. The batch is processed in chunks of 1024 requests (any batch
+// size in one launch). Phases:
+//   1. all threads: cost prefix sums (block scan per chunk, carried across chunks). They live in
+//      shared memory when the batch is small enough, else in the split_offsets area of the
+//      output buffer, used as scratch until phase 3 overwrites it.
+//   2. warp 0: the greedy walk over parts, one 32-way search per part (lane-uniform state), per-
+//      part records in shared memory. This is the only sequential part: O(parts * log32(batch)).
+//   3. all threads: splits per request (binary search over the part records), exclusive scan
+//      into split_offsets.
+//   4. all threads: PartMetadata of every part, written as two 16-byte stores.
+#include <climits>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "sched/scheduler.h"
+
+namespace mla::detail {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+constexpr int kSmemCostCap = 6144;  // cost prefix entries kept in shared memory (24 KB)
+constexpr unsigned kFullMask = 0xffffffffu;
+static_assert(kWarps == 32, "the block scan finishes with one warp over the per-warp sums");
+
+struct PartRecord {
+  int32_t begin_req, begin_block, end_req, end_block, split_index, inner_cost;
+};
+
+struct Shared {
+  int32_t cost_prefix[kSmemCostCap];
+  PartRecord rec[kMaxScheduleParts];
+  int64_t warp_sums[kWarps];
+  int num_nonempty;
+};
+
+__device__ __forceinline__ int32_t clamp_i32(int64_t v) {
+  return static_cast<int32_t>(v < 0 ? 0 : (v > INT32_MAX ? INT32_MAX : v));
+}
+
+// Inclusive scan of v over the CTA; *total gets the CTA sum. Every thread must call it.
+__device__ int64_t block_inclusive_scan(int64_t v, int64_t* warp_sums, int64_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int64_t t = __shfl_up_sync(kFullMask, v, d);
+    if (lane >= d) v += t;
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int64_t w = warp_sums[lane];
+#pragma unroll
+    for (int d = 1; d < 32; d *= 2) {
+      const int64_t t = __shfl_up_sync(kFullMask, w, d);
+      if (lane >= d) w += t;
+    }
+    warp_sums[lane] = w;
+  }
+  __syncthreads();
+  *total = warp_sums[kWarps - 1];
+  if (warp > 0) v += warp_sums[warp - 1];
+  __syncthreads();  // warp_sums is reused by the next call
+  return v;
+}
+
+// The cost prefix lives in shared memory (small batch) or in global scratch. Global reads go
+// through L2 (__ldcg): the values were written by other warps of this CTA in phase 1.
+struct CostPrefix {
+  const int32_t* smem;
+  const int32_t* gmem;
+  __device__ __forceinline__ int64_t operator[](int i) const {
+    return smem != nullptr ? smem[i] : __ldcg(gmem + i);
+  }
+};
+
+// lo - 1 + #{r in [lo, hi] : c[r] <= y} for non-decreasing c, by the whole warp (same result on
+// every lane): 32-way narrowing, then one last probe of at most 32 entries.
+__device__ int warp_search_last_le(const CostPrefix& c, int lo, int hi, int64_t y) {
+  const int lane = threadIdx.x & 31;
+  int base = lo - 1;  // every r in [lo, base] satisfies c[r] <= y
+  int left = hi - base;
+  while (left > 32) {
+    const int step = (left + 31) / 32;
+    const int probe = base + (lane + 1) * step;
+    const bool ok = probe <= hi && c[probe] <= y;
+    const int count = __popc(__ballot_sync(kFullMask, ok));
+    base += count * step;
+    left = min(hi - base, step - 1);
+  }
+  const bool ok = lane < left && c[base + 1 + lane] <= y;
+  return base + __popc(__ballot_sync(kFullMask, ok));
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    schedule_kernel(const int32_t* __restrict__ cache_seqlens, int batch, int num_sm_parts,
+                    ScheduleTuning tuning, PartMetadata* __restrict__ parts,
+                    int32_t* split_offsets) {
+  __shared__ Shared sh;
+  const int tid = threadIdx.x;
+  const int o = tuning.split_overhead_blocks;
+  const bool in_smem = batch + 1 <= kSmemCostCap;
+  int32_t* cost_store = in_smem ? sh.cost_prefix : split_offsets;
+
+  // Phase 1.
+  int64_t carry = 0;
+  for (int base = 0; base < batch; base += kThreads) {
+    const int i = base + tid;
+    int64_t cost = 0;
+    if (i < batch) {
+      const int32_t blocks = schedule_blocks_of(cache_seqlens[i]);
+      cost = blocks > 0 ? static_cast<int64_t>(blocks) + o : 0;
+    }
+    int64_t chunk_total;
+    const int64_t incl = block_inclusive_scan(cost, sh.warp_sums, &chunk_total);
+    if (i < batch) {
+      const int64_t v = carry + incl;
+      cost_store[i + 1] = static_cast<int32_t>(v > INT32_MAX ? INT32_MAX : v);
+    }
+    carry += chunk_total;
+  }
+  if (tid == 0) cost_store[0] = 0;
+  __syncthreads();
+
+  // Phase 2.
+  if (tid < 32) {
+    const CostPrefix c{in_smem ? sh.cost_prefix : nullptr, in_smem ? nullptr : split_offsets};
+    const int64_t total = c[batch];
+    const int64_t payload = schedule_payload(total, num_sm_parts, tuning);
+    int num_nonempty = 0;
+    if (total > 0) {
+      const int last_nonempty = warp_search_last_le(c, 0, batch, total - 1);
+      int cur_req = warp_search_last_le(c, 0, batch, 0);
+      int cur_block = 0, split_index = 0;
+      int64_t x = 0;
+      bool mid = false;
+      for (int p = 0; p < num_sm_parts && x < total; ++p) {
+        PartRecord r{cur_req, cur_block, 0, 0, split_index, 0};
+        const int64_t end = x + payload - (mid ? o : 0);
+        if (end >= total) {
+          r.end_req = max(last_nonempty, cur_req);
+          r.end_block = schedule_blocks_of(cache_seqlens[r.end_req]);
+          x = total;
+        } else {
+          const int j = warp_search_last_le(c, cur_req, batch, end);
+          const int64_t cj = c[j];
+          const int64_t cut = end - cj - o;
+          if (cut >= 1) {
+            r.end_req = j;
+            r.end_block = static_cast<int32_t>(cut);
+            split_index = (j == cur_req) ? split_index + 1 : 1;
+            cur_req = j;
+            cur_block = static_cast<int32_t>(cut);
+            mid = true;
+            x = end;
+          } else {
+            r.end_req = max(warp_search_last_le(c, cur_req, batch, cj - 1), cur_req);
+            r.end_block = schedule_blocks_of(cache_seqlens[r.end_req]);
+            split_index = 0;
+            cur_req = j;
+            cur_block = 0;
+            mid = false;
+            x = cj;
+          }
+        }
+        if (r.end_req > r.begin_req) r.inner_cost = clamp_i32(c[r.end_req] - c[r.begin_req + 1]);
+        if (tid == 0) sh.rec[p] = r;
+        num_nonempty = p + 1;
+      }
+    }
+    if (tid == 0) sh.num_nonempty = num_nonempty;
+  }
+  __syncthreads();
+
+  // Phase 3. From here on split_offsets is output, no longer cost scratch.
+  const int num_nonempty = sh.num_nonempty;
+  carry = 0;
+  for (int base = 0; base < batch; base += kThreads) {
+    const int i = base + tid;
+    int64_t splits = 0;
+    if (i < batch && schedule_blocks_of(cache_seqlens[i]) > 0) {
+      // first part with (begin_req, begin_block) > (i, 0), then first part with begin_req > i
+      int lo = 0, hi = num_nonempty;
+      while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        const PartRecord& q = sh.rec[mid];
+        if (i < q.begin_req || (i == q.begin_req && 0 < q.begin_block)) hi = mid; else lo = mid + 1;
+      }
+      const int after_head = lo;
+      hi = num_nonempty;
+      while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (i < sh.rec[mid].begin_req) hi = mid; else lo = mid + 1;
+      }
+      splits = 1 + (lo - after_head);
+    }
+    int64_t chunk_total;
+    const int64_t incl = block_inclusive_scan(splits, sh.warp_sums, &chunk_total);
+    if (i < batch) split_offsets[i] = clamp_i32(carry + incl - splits);
+    carry += chunk_total;
+  }
+  if (tid == 0) split_offsets[batch] = clamp_i32(carry);
+  __syncthreads();
+
+  // Phase 4.
+  for (int p = tid; p < num_sm_parts; p += kThreads) {
+    int4 lo4 = make_int4(0, 0, -1, 0);
+    int4 hi4 = make_int4(0, 0, 0, 0);
+    if (p < num_nonempty) {
+      const PartRecord r = sh.rec[p];
+      int64_t blocks;
+      if (r.end_req == r.begin_req) {
+        blocks = static_cast<int64_t>(r.end_block) - r.begin_block;
+      } else {
+        const int64_t inner_splits =
+            static_cast<int64_t>(split_offsets[r.end_req]) - split_offsets[r.begin_req + 1];
+        blocks = static_cast<int64_t>(schedule_blocks_of(cache_seqlens[r.begin_req])) -
+                 r.begin_block + r.end_block + r.inner_cost - o * inner_splits;
+      }
+      lo4 = make_int4(r.begin_req, r.begin_block, r.end_req, r.end_block);
+      hi4 = make_int4(
+          clamp_i32(static_cast<int64_t>(split_offsets[r.begin_req]) + r.split_index),
+          clamp_i32(blocks), 0, 0);
+    }
+    int4* dst = reinterpret_cast<int4*>(parts + p);
+    dst[0] = lo4;
+    dst[1] = hi4;
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_schedule(const int32_t* cache_seqlens_device, int batch, int num_sm_parts,
+                            const ScheduleTuning& tuning, void* schedule_buffer,
+                            cudaStream_t stream) {
+  if (!schedule_args_valid(batch, num_sm_parts, tuning) || cache_seqlens_device == nullptr ||
+      schedule_buffer == nullptr || reinterpret_cast<uintptr_t>(schedule_buffer) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  auto* parts = static_cast<PartMetadata*>(schedule_buffer);
+  int32_t* split_offsets = reinterpret_cast<int32_t*>(parts + num_sm_parts);
+  schedule_kernel<<<1, kThreads, 0, stream>>>(cache_seqlens_device, batch, num_sm_parts, tuning,
+                                              parts, split_offsets);
+  return cudaGetLastError();
+}
+
+}  // namespace mla::detail

@@ -171,7 +171,10 @@ __global__ void __launch_bounds__(kThreads) reference_kernel(RefParams p) {
   if (lane == 0) p_s[r] = m;
   __syncthreads();
 
-  for (int rr = 0; rr < nrows; ++rr) {
+  // Full unroll over kRows (not nrows) keeps acc[][] indices compile-time: no local memory.
+#pragma unroll
+  for (int rr = 0; rr < kRows; ++rr) {
+    if (rr >= nrows) break;
     const int h = head0 + rr;
     float* o = p.out + ((static_cast<int64_t>(i) * p.s_q + s) * p.h_q + h) * kDv;
     const double lr = l_s[rr];

@@ -2,11 +2,16 @@
 // message naming the option and what is allowed.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "../../tools/mla-bench/cases.h"
 #include "../../tools/mla-bench/options.h"
+#include "../../tools/mla-bench/verify.h"
 
 namespace {
 
@@ -102,6 +107,146 @@ TEST(BenchCli, BadOptionsNameTheOptionAndAllowedValues) {
     for (const auto& m : b.must_mention)
       EXPECT_NE(r.error.find(m), std::string::npos) << "'" << m << "' missing in: " << r.error;
   }
+}
+
+// ---- cases ----------------------------------------------------------------------------------
+
+TEST(BenchCases, DefaultCasesAreDesignSection5) {
+  const auto cases = mla_bench::default_cases();
+  ASSERT_EQ(cases.size(), 8u);
+  // name, b, s_q, s_k, h_q, varlen
+  const struct { const char* n; int b, s_q, s_k, h_q; bool varlen; } want[] = {
+      {"A", 128, 1, 8192, 16, false}, {"B", 128, 1, 8192, 64, false},
+      {"C", 128, 1, 8192, 128, false}, {"D", 128, 2, 8192, 128, false},
+      {"E", 1, 1, 32768, 128, false},  {"F", 32, 1, 1024, 16, false},
+      {"G", 64, 1, 4096, 128, true},   {"H", 128, 4, 4096, 16, true}};
+  for (size_t k = 0; k < cases.size(); ++k) {
+    EXPECT_EQ(cases[k].name, want[k].n);
+    EXPECT_EQ(cases[k].batch, want[k].b) << want[k].n;
+    EXPECT_EQ(cases[k].seqlen_q, want[k].s_q) << want[k].n;
+    EXPECT_EQ(cases[k].seqlen_k, want[k].s_k) << want[k].n;
+    EXPECT_EQ(cases[k].heads_q, want[k].h_q) << want[k].n;
+    EXPECT_EQ(cases[k].heads_kv, 1) << want[k].n;
+    EXPECT_EQ(cases[k].varlen, want[k].varlen) << want[k].n;
+  }
+}
+
+TEST(BenchCases, VarlenLengthsAreFixedPerSeedAndFollowTheDistribution) {
+  std::mt19937 rng(std::random_device{}());
+  mla_bench::CaseSpec c{.name = "x", .batch = 4000, .seqlen_q = 4,
+                        .seqlen_k = std::uniform_int_distribution<int>(64, 8192)(rng),
+                        .heads_q = 16, .heads_kv = 1, .varlen = true,
+                        .length_seed = std::uniform_int_distribution<uint64_t>()(rng)};
+  const auto a = mla_bench::case_lengths(c);
+  EXPECT_EQ(a, mla_bench::case_lengths(c));  // same seed, same lengths
+  double sum = 0;
+  int clamped = 0;
+  for (int32_t l : a) {
+    EXPECT_GE(l, c.seqlen_q);
+    sum += l;
+    clamped += l == c.seqlen_q;
+  }
+  // max(normal(m, m/2), s_q): about 2.3% of draws fall below 0 and get clamped; mean ~1.004 m.
+  EXPECT_NEAR(sum / a.size(), c.seqlen_k, 0.05 * c.seqlen_k);
+  EXPECT_GT(clamped, 0);
+  EXPECT_LT(clamped, 0.06 * a.size());
+  c.length_seed ^= 1;
+  EXPECT_NE(a, mla_bench::case_lengths(c));
+  c.varlen = false;
+  for (int32_t l : mla_bench::case_lengths(c)) EXPECT_EQ(l, c.seqlen_k);
+}
+
+TEST(BenchCases, PageLayoutIsAPermutationWithPoisonableSpares) {
+  std::mt19937_64 rng(std::random_device{}());
+  const int page = 64;
+  std::vector<int32_t> lengths(std::uniform_int_distribution<int>(1, 40)(rng));
+  for (auto& l : lengths) l = std::uniform_int_distribution<int>(0, 1000)(rng);
+  const auto p = mla_bench::make_page_layout(lengths, page, rng());
+  std::set<int32_t> seen;
+  int64_t tokens = 0;
+  bool in_order = true;
+  int32_t prev = -1;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const int pages = (lengths[i] + page - 1) / page;
+    for (int j = 0; j < p.max_pages_per_seq; ++j) {
+      const int32_t id = p.block_table[i * p.max_pages_per_seq + j];
+      if (j >= pages) {
+        EXPECT_EQ(id, mla_bench::kUnusedSlot);
+        continue;
+      }
+      ASSERT_GE(id, 0);
+      ASSERT_LT(id, p.num_pages);
+      EXPECT_TRUE(seen.insert(id).second) << "page " << id << " used twice";
+      EXPECT_EQ(p.valid_tokens[id], std::min(page, lengths[i] - j * page));
+      tokens += p.valid_tokens[id];
+      in_order = in_order && id == prev + 1;
+      prev = id;
+    }
+  }
+  int64_t want_tokens = 0;
+  for (auto l : lengths) want_tokens += l;
+  EXPECT_EQ(tokens, want_tokens);
+  EXPECT_GT(p.num_pages, static_cast<int64_t>(seen.size()));  // spare pages exist
+  for (int64_t k = 0; k < p.num_pages; ++k)
+    if (!seen.count(static_cast<int32_t>(k))) EXPECT_EQ(p.valid_tokens[k], 0);
+  if (seen.size() > 8) EXPECT_FALSE(in_order) << "pages should be in random physical order";
+}
+
+TEST(BenchCases, FlopsAndBytesCountLikeFlashMla) {
+  // Case C: b=128, s_q=1, s_k=8192, h_q=128, h_kv=1, bf16.
+  const int64_t sum = int64_t{128} * 8192;
+  EXPECT_DOUBLE_EQ(mla_bench::case_flops(1, sum, 128), 2.0 * 1 * 1048576.0 * 128 * 1088);
+  EXPECT_DOUBLE_EQ(mla_bench::case_bytes(128, 1, sum, 128, 1, 2),
+                   (1048576.0 * 576 + 128.0 * 128 * 1088) * 2);
+  // At the reference 515 us that is ~567 TFLOP/s, DESIGN.md's FlashMLA figure for case C.
+  EXPECT_NEAR(mla_bench::case_flops(1, sum, 128) / 515e-6 / 1e12, 567, 1.0);
+}
+
+// ---- verification -----------------------------------------------------------------------------
+
+TEST(BenchVerify, MeasuresErrorAndNonFinitePositions) {
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t n = 4096, m = 64;
+  std::vector<float> ref(n), lse_ref(m);
+  for (auto& v : ref) v = normal(rng);
+  for (auto& v : lse_ref) v = 5.0f * normal(rng);
+  lse_ref[3] = std::numeric_limits<float>::infinity();  // an empty row
+  const auto tol = mla_bench::tolerance_for(true);
+
+  auto same = mla_bench::compare_outputs(ref.data(), ref.data(), n, lse_ref.data(),
+                                         lse_ref.data(), m, tol);
+  EXPECT_TRUE(same.pass);
+  EXPECT_EQ(same.out_rel_err, 0.0);
+
+  // Relative perturbation of size e on every element: Frobenius error ~ e.
+  for (double e : {1e-3, 1e-2}) {
+    std::vector<float> got(ref);
+    for (size_t k = 0; k < n; ++k) got[k] = ref[k] * static_cast<float>(1.0 + (k % 2 ? e : -e));
+    auto r = mla_bench::compare_outputs(got.data(), ref.data(), n, lse_ref.data(), lse_ref.data(),
+                                        m, tol);
+    EXPECT_NEAR(r.out_rel_err, e, 0.01 * e);
+    EXPECT_EQ(r.pass, e < tol.out_rel_fro);
+  }
+
+  std::vector<float> got(ref);
+  got[std::uniform_int_distribution<size_t>(0, n - 1)(rng)] = std::nanf("");
+  auto r = mla_bench::compare_outputs(got.data(), ref.data(), n, lse_ref.data(), lse_ref.data(),
+                                      m, tol);
+  EXPECT_FALSE(r.pass);
+  EXPECT_EQ(r.out_nonfinite_mismatch, 1u);
+
+  std::vector<float> lse(lse_ref);
+  lse[3] = 0.0f;  // empty row reported as finite
+  r = mla_bench::compare_outputs(ref.data(), ref.data(), n, lse.data(), lse_ref.data(), m, tol);
+  EXPECT_FALSE(r.pass);
+  EXPECT_EQ(r.lse_nonfinite_mismatch, 1u);
+
+  lse = lse_ref;
+  lse[0] = lse_ref[0] + 1e-3f * std::max(1.0f, std::fabs(lse_ref[0]));  // 10x the tolerance
+  r = mla_bench::compare_outputs(ref.data(), ref.data(), n, lse.data(), lse_ref.data(), m, tol);
+  EXPECT_FALSE(r.pass);
+  EXPECT_GT(r.lse_err, tol.lse_rel);
 }
 
 }  // namespace

@@ -93,7 +93,8 @@ std::optional<std::string> find_hopper(GpuInfo* info) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
-    std::string found = e != cudaSuccess ? std::string("no usable CUDA device (") +
+    std::string found = e != cudaSuccess ? std::string("no usable CUDA device or driver (") +
+                                               cudaGetErrorName(e) + ": " +
                                                cudaGetErrorString(e) + ")"
                                          : std::string("no CUDA device");
     return "mla-bench: needs an NVIDIA Hopper GPU (sm_90); found: " + found;
@@ -382,7 +383,7 @@ std::string json_escape(const std::string& s) {
 std::string json_num(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  std::snprintf(buf, sizeof(buf), "%.10g", v);
   return buf;
 }
 std::string json_num(const std::optional<double>& v) { return v ? json_num(*v) : "null"; }

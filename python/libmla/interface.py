@@ -231,9 +231,11 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: i
         meta = tile_scheduler_metadata
         if num_splits is not None:
             raise ValueError("num_splits must be None when tile_scheduler_metadata is a FlashMLASchedMeta")
-        if len(q.shape) != 4 or len(k_cache.shape) != 4:
-            raise ValueError(f"q and k_cache must be 4-D (got q.ndim={len(q.shape)}, "
-                             f"k_cache.ndim={len(k_cache.shape)})")
+        if len(q.shape) != 4:
+            raise ValueError(f"q must be 4-D [b, s_q, h_q, d_qk] (got ndim={len(q.shape)})")
+        if len(k_cache.shape) != 4:
+            raise ValueError("k_cache must be 4-D [num_pages, page_size, h_kv, d_qk] "
+                             f"(got ndim={len(k_cache.shape)})")
         config = FlashMLASchedMeta.Config(
             b=int(q.shape[0]), s_q=int(q.shape[1]), h_q=int(q.shape[2]),
             page_block_size=int(k_cache.shape[1]), h_k=int(k_cache.shape[2]), causal=causal,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: installs the dependencies, builds libmla into build/, then runs mla-bench, which
+# The main job: installs the dependencies, builds libmla into build/ (or $MLA_BUILD_DIR), then runs mla-bench, which
 # verifies the decode kernel against the GPU reference and times it on this GPU (DESIGN.md
 # section 5). Arguments go to mla-bench unchanged, e.g.
 #   scripts/bench.sh                      # default cases A..H
@@ -11,17 +11,18 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+build="${MLA_BUILD_DIR:-$root/build}"  # same default and override as scripts/build.sh
 
 "$root/scripts/setup_deps.sh" >&2
 if [ -x "$root/scripts/build.sh" ]; then
   "$root/scripts/build.sh" >&2
 else
   # Fallback while scripts/build.sh is absent: configure and build the tool directly.
-  cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >&2
-  cmake --build "$root/build" --target mla-bench -j "$(nproc)" >&2
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >&2
+  cmake --build "$build" --target mla-bench -j "$(nproc)" >&2
 fi
 
-bench="$root/build/tools/mla-bench/mla-bench"
+bench="$build/tools/mla-bench/mla-bench"
 if [ ! -x "$bench" ]; then
   echo "bench.sh: $bench was not built (see the build log above)" >&2
   exit 1

@@ -42,7 +42,7 @@ std::string hopper_missing() {
 template <typename T>
 struct DeviceBuffer {
   T* ptr = nullptr;
-  explicit DeviceBuffer(size_t n) { EXPECT_EQ(cudaMalloc(&ptr, sizeof(T) * (n ? n : 1)), cudaSuccess); }
+  explicit DeviceBuffer(size_t n) { EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&ptr), sizeof(T) * (n ? n : 1)), cudaSuccess); }
   ~DeviceBuffer() { cudaFree(ptr); }
   void upload(const std::vector<T>& h) {
     ASSERT_EQ(cudaMemcpy(ptr, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice), cudaSuccess);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One-call GPU session: build (Release, all CPU cores), then the requested stages, logs to $OUT.
+# Used on the lent H200 (see docs/PERF.md); works on any machine with a Hopper GPU.
+#   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench python sass
+# GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
+# the whole call.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:-$root/build-gpu-logs}"
+mkdir -p "$out"
+build="${BUILD_DIR:-build}"
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(build tests)
+status=0
+
+run_stage() {  # name limit_s command...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name ($(date +%T))"
+  timeout --signal=KILL "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$out/$name.log"
+  echo "=== $name rc=$rc"
+  [ $rc -eq 0 ] || status=1
+}
+
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    build)
+      nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
+      cat "$out/gpu.txt"
+      gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+      run_stage build 400 bash -c "cmake -S . -B $build $gen -DCMAKE_BUILD_TYPE=Release && cmake --build $build -j\$(nproc)"
+      grep -E "spill|Local memory|error" "$out/build.log" | head -20
+      ;;
+    tests)
+      run_stage cpu_tests 120 "$build/tests/mla_cpu_tests" --gtest_brief=1
+      run_stage gpu_tests 400 "$build/tests/mla_gpu_tests" --gtest_filter="${GTEST_FILTER:-*-DecodeGpu.FullSweep}"
+      ;;
+    sweep)
+      run_stage sweep 500 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.FullSweep'
+      ;;
+    sanitize)
+      run_stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.SanitizerSubset'
+      run_stage racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.SanitizerSubset'
+      ;;
+    bench)
+      run_stage bench 400 "$build/tools/mla-bench/mla-bench" --json "$out/bench.json"
+      ;;
+    sass)
+      obj=$(find "$build" -name 'bf16.cu.o' | head -1)
+      cuobjdump --dump-sass "$obj" > "$out/decode_bf16.sass" 2>&1
+      echo "HGMMA: $(grep -c HGMMA "$out/decode_bf16.sass")  UTMALDG: $(grep -c UTMALDG "$out/decode_bf16.sass")  LDL/STL: $(grep -cE 'LDL|STL' "$out/decode_bf16.sass")"
+      ;;
+    python)
+      run_stage python 400 bash scripts/test_python.sh
+      ;;
+    *) echo "unknown stage $stage"; status=1 ;;
+  esac
+done
+exit $status

@@ -1,0 +1,40 @@
+// Kernel parameters of the sm90 dense MLA decode kernel: plain data, no user-facing types.
+#pragma once
+
+#include <cstdint>
+
+#include "sched/metadata.h"
+
+namespace mla::sm90::decode_dense {
+
+struct Params {
+  int batch;               // b
+  int seqlen_q;            // s_q
+  int num_heads_q;         // h_q
+  int num_heads_kv;        // h_kv
+  int heads_per_kv;        // h_q / h_kv
+  int rows_per_kv_head;    // s_q * heads_per_kv; CTA row r of m-block m is (s, j) with
+                           // m*64 + r = s * heads_per_kv + j, head = kv_head * heads_per_kv + j
+
+  const void* q;           // [b, s_q, h_q, 576], dim stride 1
+  int64_t q_batch_stride, q_seq_stride, q_head_stride;
+
+  const int32_t* block_table;  // [b, max_pages_per_seq]
+  int64_t block_table_batch_stride;
+  const int32_t* cache_seqlens;  // [b]
+
+  void* out;               // [b, s_q, h_q, 512], dim stride 1, dtype of q
+  int64_t out_batch_stride, out_seq_stride, out_head_stride;
+  float* lse;              // [b, h_q, s_q] contiguous
+
+  float* o_partial;        // [slots, s_q, h_q, 512] fp32, contiguous
+  float* lse_partial;      // [slots, s_q, h_q] fp32 (natural log, -inf for no key)
+
+  const mla::detail::PartMetadata* parts;  // [num_sm_parts]
+  const int32_t* split_offsets;            // [b + 1]
+
+  float scale_log2;        // softmax_scale * log2(e): scores live in the base-2 domain
+  int causal;              // bottom-right aligned causal mask when s_q > 1
+};
+
+}  // namespace mla::sm90::decode_dense

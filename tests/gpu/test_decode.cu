@@ -1,0 +1,486 @@
+// End-to-end GPU tests of mla::decode (schedule + sm90 kernel + combine) against the GPU
+// reference (fp32 dot products, double softmax sums; itself checked against the float64 CPU
+// reference in test_gpu_reference.cu) and, for small cases, the float64 CPU reference directly.
+//
+// Every case draws fresh random inputs (normal q and KV), places pages in random physical order,
+// fills unused pages and the tokens past cache_seqlens in each last page with NaN, sets unused
+// block-table slots to out-of-range ids, and poisons out/lse with NaN before the call.
+//
+// Tolerances (issue 4): out relative Frobenius error <= 3e-3 and per element
+// |err| <= 1e-2 + 1e-2 |ref|; lse |err| <= 1e-4 (absolute); NaN/Inf positions identical.
+#include <gtest/gtest.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mla/decode.h"
+#include "reference/cpu_reference.h"
+#include "reference/gpu_reference.h"
+
+namespace {
+
+namespace ref = mla::reference;
+
+constexpr double kOutRelFrobenius = 3e-3;
+constexpr double kOutAtol = 1e-2, kOutRtol = 1e-2;
+constexpr double kLseAtol = 1e-4;
+
+#define CUDA_OK(call)                                                                   \
+  do {                                                                                  \
+    const cudaError_t e_ = (call);                                                      \
+    ASSERT_EQ(e_, cudaSuccess) << #call << ": " << cudaGetErrorString(e_);              \
+  } while (0)
+
+std::string hopper_missing() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return "no CUDA device";
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cannot read device properties";
+  if (prop.major != 9 || prop.minor != 0)
+    return std::string("needs sm_90, found ") + prop.name;
+  return "";
+}
+
+#define SKIP_WITHOUT_HOPPER()                                        \
+  do {                                                               \
+    const std::string why_ = hopper_missing();                       \
+    if (!why_.empty()) GTEST_SKIP() << "decode GPU test: " << why_;  \
+  } while (0)
+
+// ---- device-side input generation (host generation of GBs of KV would dominate the run) ----
+
+__device__ __forceinline__ uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Standard normal values (Box-Muller on two hashed uniforms) stored as bf16/fp16.
+template <typename T>
+__global__ void fill_normal(T* data, size_t n, uint64_t seed, float stddev) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const uint64_t h = mix64(seed ^ mix64(i));
+    const float u1 = ((h >> 40) + 1) * (1.0f / 16777217.0f);
+    const float u2 = ((h >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
+    const float v = stddev * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+    if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) data[i] = __float2half_rn(v);
+    else data[i] = __float2bfloat16_rn(v);
+  }
+}
+
+// Token t of physical page p is poisoned (NaN) when t >= valid_tokens[p].
+template <typename T>
+__global__ void poison_kv(T* kv, const int32_t* valid_tokens, int num_pages, int page_size,
+                          int h_kv, int d) {
+  const size_t per_page = static_cast<size_t>(page_size) * h_kv * d;
+  const size_t n = per_page * num_pages;
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int page = static_cast<int>(i / per_page);
+    const int token = static_cast<int>((i % per_page) / (static_cast<size_t>(h_kv) * d));
+    if (token >= valid_tokens[page]) {
+      if constexpr (std::is_same_v<T, __half>) kv[i] = __ushort_as_half(0x7E00);
+      else kv[i] = __ushort_as_bfloat16(0x7FC0);
+    }
+  }
+}
+
+template <typename T>
+void fill_normal_async(void* data, size_t n, uint64_t seed, float stddev) {
+  fill_normal<T><<<1024, 256>>>(static_cast<T*>(data), n, seed, stddev);
+}
+
+struct Case {
+  mla::DType dtype = mla::DType::kBF16;
+  int batch = 1;
+  int s_q = 1;
+  int seqlen = 64;  // fixed length, or mean when varlen
+  int h_q = 16;
+  int h_kv = 1;
+  bool varlen = false;
+  bool causal = false;
+  bool padded_strides = false;  // q/out with non-default outer strides
+  float softmax_scale = 0.0f;   // <= 0: default
+  double zero_fraction = 0.0;   // varlen: share of requests with length 0
+  std::string name() const {
+    return std::string(mla::dtype_name(dtype)) + " b=" + std::to_string(batch) +
+           " s_q=" + std::to_string(s_q) + " s_k=" + std::to_string(seqlen) +
+           " h_q=" + std::to_string(h_q) + " h_kv=" + std::to_string(h_kv) +
+           (varlen ? " varlen" : "") + (causal ? " causal" : "") +
+           (padded_strides ? " padded" : "");
+  }
+};
+
+// Owns the device buffers of one problem.
+struct Problem {
+  mla::DecodeArgs args;
+  std::vector<int32_t> lengths;
+  std::vector<int32_t> block_table;
+  void* q = nullptr;
+  void* kv = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;
+  int32_t* d_block_table = nullptr;
+  int32_t* d_seqlens = nullptr;
+  size_t q_elems = 0, kv_elems = 0, out_elems = 0;
+
+  ~Problem() {
+    cudaFree(q);
+    cudaFree(kv);
+    cudaFree(out);
+    cudaFree(lse);
+    cudaFree(d_block_table);
+    cudaFree(d_seqlens);
+  }
+};
+
+// Builds the inputs of c with randomness from rng.
+void make_problem(const Case& c, std::mt19937_64& rng, Problem& p) {
+  mla::DecodeArgs& a = p.args;
+  a.dtype = a.kv_dtype = c.dtype;
+  a.batch = c.batch;
+  a.seqlen_q = c.s_q;
+  a.num_heads_q = c.h_q;
+  a.num_heads_kv = c.h_kv;
+  a.page_size = 64;
+  a.softmax_scale = c.softmax_scale;
+  a.causal = c.causal;
+
+  p.lengths.resize(c.batch);
+  for (int i = 0; i < c.batch; ++i) {
+    if (!c.varlen) {
+      p.lengths[i] = c.seqlen;
+    } else if (std::uniform_real_distribution<double>(0, 1)(rng) < c.zero_fraction) {
+      p.lengths[i] = 0;
+    } else {
+      p.lengths[i] = std::uniform_int_distribution<int>(0, 2 * c.seqlen)(rng);
+    }
+  }
+  int max_pages = 1;
+  int used_pages = 0;
+  for (int len : p.lengths) {
+    max_pages = std::max(max_pages, (len + 63) / 64);
+    used_pages += (len + 63) / 64;
+  }
+  const int spare_pages = 3;  // never referenced; all NaN
+  a.num_pages = used_pages + spare_pages;
+  a.max_pages_per_seq = max_pages + 1;  // one more column than needed: never read
+
+  std::vector<int32_t> physical(a.num_pages);
+  std::iota(physical.begin(), physical.end(), 0);
+  std::shuffle(physical.begin(), physical.end(), rng);
+  std::vector<int32_t> valid_tokens(a.num_pages, 0);
+  p.block_table.assign(static_cast<size_t>(c.batch) * a.max_pages_per_seq, 0);
+  int next = 0;
+  for (int i = 0; i < c.batch; ++i) {
+    const int pages = (p.lengths[i] + 63) / 64;
+    for (int j = 0; j < a.max_pages_per_seq; ++j) {
+      int32_t& slot = p.block_table[static_cast<size_t>(i) * a.max_pages_per_seq + j];
+      if (j < pages) {
+        slot = physical[next++];
+        valid_tokens[slot] = std::min(64, p.lengths[i] - j * 64);
+      } else {
+        slot = (j % 2) ? a.num_pages + 1000 : -7;  // out of range: must never be dereferenced
+      }
+    }
+  }
+
+  const int d = mla::kHeadDimQK, dv = mla::kHeadDimV;
+  mla::set_contiguous_strides(a);
+  if (c.padded_strides) {
+    a.q_head_stride = d + 64;
+    a.q_seq_stride = a.q_head_stride * c.h_q + 8;
+    a.q_batch_stride = a.q_seq_stride * c.s_q + 24;
+    a.out_head_stride = dv + 32;
+    a.out_seq_stride = a.out_head_stride * c.h_q;
+    a.out_batch_stride = a.out_seq_stride * c.s_q + 40;
+  }
+  p.q_elems = static_cast<size_t>(a.q_batch_stride) * c.batch;
+  p.kv_elems = static_cast<size_t>(a.kv_page_stride) * a.num_pages;
+  p.out_elems = static_cast<size_t>(a.out_batch_stride) * c.batch;
+
+  ASSERT_EQ(cudaMalloc(&p.q, p.q_elems * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p.kv, p.kv_elems * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p.out, p.out_elems * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p.lse, sizeof(float) * c.batch * c.h_q * c.s_q), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p.d_block_table, sizeof(int32_t) * p.block_table.size()), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&p.d_seqlens, sizeof(int32_t) * c.batch), cudaSuccess);
+  int32_t* d_valid = nullptr;
+  ASSERT_EQ(cudaMalloc(&d_valid, sizeof(int32_t) * a.num_pages), cudaSuccess);
+
+  const uint64_t seed = rng();
+  if (c.dtype == mla::DType::kFP16) {
+    fill_normal_async<__half>(p.q, p.q_elems, seed, 1.0f);
+    fill_normal_async<__half>(p.kv, p.kv_elems, seed ^ 0x5555, 1.0f);
+  } else {
+    fill_normal_async<__nv_bfloat16>(p.q, p.q_elems, seed, 1.0f);
+    fill_normal_async<__nv_bfloat16>(p.kv, p.kv_elems, seed ^ 0x5555, 1.0f);
+  }
+  ASSERT_EQ(cudaMemcpy(d_valid, valid_tokens.data(), sizeof(int32_t) * a.num_pages,
+                       cudaMemcpyHostToDevice), cudaSuccess);
+  if (c.dtype == mla::DType::kFP16)
+    poison_kv<__half><<<1024, 256>>>(static_cast<__half*>(p.kv), d_valid, a.num_pages, 64, c.h_kv, d);
+  else
+    poison_kv<__nv_bfloat16><<<1024, 256>>>(static_cast<__nv_bfloat16*>(p.kv), d_valid,
+                                            a.num_pages, 64, c.h_kv, d);
+  ASSERT_EQ(cudaMemcpy(p.d_block_table, p.block_table.data(),
+                       sizeof(int32_t) * p.block_table.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(p.d_seqlens, p.lengths.data(), sizeof(int32_t) * c.batch,
+                       cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(d_valid);
+
+  a.q = p.q;
+  a.kv_cache = p.kv;
+  a.out = p.out;
+  a.lse = p.lse;
+  a.block_table = p.d_block_table;
+  a.cache_seqlens = p.d_seqlens;
+}
+
+// Poisons out/lse, runs schedule + decode, and returns dense host copies of out (as float) and lse.
+void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
+  const mla::DecodeArgs& a = p.args;
+  ASSERT_TRUE(mla::check(a).ok()) << mla::check(a).to_string();
+  const int num_sms = mla::device_num_sms(0);
+  const mla::DecodePlan plan = mla::plan_decode(a, num_sms);
+  void* schedule = nullptr;
+  void* workspace = nullptr;
+  CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
+  CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+  CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));  // NaN partials if unwritten
+  CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
+  CUDA_OK(cudaMemset(p.lse, 0xFF, sizeof(float) * a.batch * a.num_heads_q * a.seqlen_q));
+
+  mla::Status st = mla::schedule(a, plan, schedule, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  st = mla::decode(a, plan, schedule, workspace, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  CUDA_OK(cudaDeviceSynchronize());
+  cudaFree(schedule);
+  cudaFree(workspace);
+
+  const int dv = mla::kHeadDimV;
+  std::vector<uint16_t> raw(p.out_elems);
+  CUDA_OK(cudaMemcpy(raw.data(), p.out, p.out_elems * 2, cudaMemcpyDeviceToHost));
+  out->assign(static_cast<size_t>(a.batch) * a.seqlen_q * a.num_heads_q * dv, 0.0f);
+  for (int b = 0; b < a.batch; ++b)
+    for (int s = 0; s < a.seqlen_q; ++s)
+      for (int h = 0; h < a.num_heads_q; ++h) {
+        const size_t src = b * a.out_batch_stride + s * a.out_seq_stride + h * a.out_head_stride;
+        const size_t dst = ((static_cast<size_t>(b) * a.seqlen_q + s) * a.num_heads_q + h) * dv;
+        for (int e = 0; e < dv; ++e) (*out)[dst + e] = ref::half_to_float(a.dtype, raw[src + e]);
+      }
+  lse->resize(static_cast<size_t>(a.batch) * a.num_heads_q * a.seqlen_q);
+  CUDA_OK(cudaMemcpy(lse->data(), p.lse, sizeof(float) * lse->size(), cudaMemcpyDeviceToHost));
+}
+
+void reference_gpu(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
+  const mla::DecodeArgs& a = p.args;
+  const size_t out_n = static_cast<size_t>(a.batch) * a.seqlen_q * a.num_heads_q * mla::kHeadDimV;
+  const size_t lse_n = static_cast<size_t>(a.batch) * a.num_heads_q * a.seqlen_q;
+  float *d_out = nullptr, *d_lse = nullptr;
+  CUDA_OK(cudaMalloc(&d_out, out_n * sizeof(float)));
+  CUDA_OK(cudaMalloc(&d_lse, lse_n * sizeof(float)));
+  const mla::Status st = ref::reference_decode_gpu(a, d_out, d_lse, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  out->resize(out_n);
+  lse->resize(lse_n);
+  CUDA_OK(cudaMemcpy(out->data(), d_out, out_n * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(lse->data(), d_lse, lse_n * sizeof(float), cudaMemcpyDeviceToHost));
+  cudaFree(d_out);
+  cudaFree(d_lse);
+}
+
+struct Worst {
+  double out_rel = 0, out_abs = 0, lse_abs = 0;
+  int cases = 0;
+};
+
+// Runs one case and checks it; updates worst-error statistics.
+void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu_reference) {
+  SCOPED_TRACE(c.name());
+  Problem p;
+  ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
+  std::vector<float> out, lse, out_ref, lse_ref;
+  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out, &lse));
+  ASSERT_NO_FATAL_FAILURE(reference_gpu(p, &out_ref, &lse_ref));
+
+  const ref::CompareResult co = ref::compare(out.data(), out_ref.data(), out.size(), kOutAtol, kOutRtol);
+  const ref::CompareResult cl = ref::compare(lse.data(), lse_ref.data(), lse.size(), kLseAtol, 0.0);
+  EXPECT_TRUE(co.ok) << "out: " << co.summary;
+  EXPECT_LE(co.rel_frobenius, kOutRelFrobenius) << "out: " << co.summary;
+  EXPECT_TRUE(cl.ok) << "lse: " << cl.summary;
+  for (float v : out) {
+    if (std::isnan(v)) {
+      ADD_FAILURE() << "NaN in out";
+      break;
+    }
+  }
+  if (worst) {
+    worst->out_rel = std::max(worst->out_rel, co.rel_frobenius);
+    worst->out_abs = std::max(worst->out_abs, co.max_abs_err);
+    worst->lse_abs = std::max(worst->lse_abs, cl.max_abs_err);
+    worst->cases++;
+  }
+
+  if (also_cpu_reference) {
+    // The float64 CPU reference on the same (rounded) inputs.
+    const mla::DecodeArgs& a = p.args;
+    std::vector<uint16_t> q_raw(p.q_elems), kv_raw(p.kv_elems);
+    CUDA_OK(cudaMemcpy(q_raw.data(), p.q, p.q_elems * 2, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(kv_raw.data(), p.kv, p.kv_elems * 2, cudaMemcpyDeviceToHost));
+    const std::vector<float> qf = ref::to_float(a.dtype, q_raw);
+    const std::vector<float> kvf = ref::to_float(a.dtype, kv_raw);
+    const ref::RefProblem rp =
+        ref::problem_from_args(a, qf.data(), kvf.data(), p.block_table.data(), p.lengths.data());
+    ref::RefResult rr;
+    const mla::Status st = ref::decode_reference(rp, &rr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    const ref::CompareResult co2 = ref::compare(out.data(), rr.out.data(), out.size(), kOutAtol, kOutRtol);
+    const ref::CompareResult cl2 = ref::compare(lse.data(), rr.lse.data(), lse.size(), kLseAtol, 0.0);
+    EXPECT_TRUE(co2.ok) << "out vs CPU: " << co2.summary;
+    EXPECT_LE(co2.rel_frobenius, kOutRelFrobenius) << "out vs CPU: " << co2.summary;
+    EXPECT_TRUE(cl2.ok) << "lse vs CPU: " << cl2.summary;
+  }
+}
+
+std::mt19937_64 fresh_rng() {
+  // Fresh inputs every run; the seed is printed so a failure can be replayed.
+  const uint64_t seed = std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32);
+  std::printf("[ decode  ] random seed %llu\n", static_cast<unsigned long long>(seed));
+  return std::mt19937_64(seed);
+}
+
+// ---- tests -------------------------------------------------------------------------------------
+
+TEST(DecodeGpu, SmallCasesMatchFloat64CpuReference) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case cases[] = {
+      {.batch = 1, .s_q = 1, .seqlen = 20, .h_q = 1, .h_kv = 1},
+      {.batch = 2, .s_q = 2, .seqlen = 140, .h_q = 9, .h_kv = 3, .causal = true},
+      {.dtype = mla::DType::kFP16, .batch = 3, .s_q = 4, .seqlen = 70, .h_q = 16, .h_kv = 1,
+       .varlen = true, .causal = true, .padded_strides = true},
+      {.batch = 2, .s_q = 1, .seqlen = 300, .h_q = 128, .h_kv = 8, .softmax_scale = 0.02f},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, /*also_cpu_reference=*/true);
+}
+
+// The sweep of issue 4, every combination, both dtypes.
+TEST(DecodeGpu, FullSweep) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const int batches[] = {1, 2, 6, 64};
+  const int s_qs[] = {1, 2, 4};
+  const int seqlens[] = {20, 140, 4096};
+  const std::pair<int, int> heads[] = {{1, 1},  {3, 1},   {9, 3},   {63, 1}, {64, 1},
+                                       {64, 2}, {126, 3}, {128, 1}, {128, 8}};
+  Worst worst;
+  int failures_before = 0;
+  for (mla::DType dtype : {mla::DType::kBF16, mla::DType::kFP16})
+    for (int b : batches)
+      for (int s_q : s_qs)
+        for (int s_k : seqlens)
+          for (auto [h_q, h_kv] : heads)
+            for (bool varlen : {false, true})
+              for (bool causal : {false, true}) {
+                const Case c{.dtype = dtype, .batch = b, .s_q = s_q, .seqlen = s_k, .h_q = h_q,
+                             .h_kv = h_kv, .varlen = varlen, .causal = causal,
+                             .padded_strides = ((b + s_q + h_q) % 3) == 0,
+                             .softmax_scale = (h_q % 2) ? 0.0f : 0.05f,
+                             .zero_fraction = varlen ? 0.15 : 0.0};
+                check_case(c, rng, &worst, false);
+                if (::testing::Test::HasFailure() && ++failures_before > 20) {
+                  FAIL() << "stopping the sweep after 20 failing cases";
+                }
+              }
+  std::printf("[ sweep   ] %d cases; worst out rel Frobenius %.3e, worst out abs %.3e, worst lse abs %.3e\n",
+              worst.cases, worst.out_rel, worst.out_abs, worst.lse_abs);
+}
+
+TEST(DecodeGpu, Batch128MtpHalfEmpty) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  for (mla::DType dtype : {mla::DType::kBF16, mla::DType::kFP16})
+    for (bool causal : {false, true}) {
+      const Case c{.dtype = dtype, .batch = 128, .s_q = 2, .seqlen = 4096, .h_q = 128, .h_kv = 1,
+                   .varlen = true, .causal = causal, .zero_fraction = 0.5};
+      check_case(c, rng, nullptr, false);
+    }
+}
+
+TEST(DecodeGpu, LongSequencesAndSmallBatch) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case cases[] = {
+      {.batch = 1, .s_q = 1, .seqlen = 131072, .h_q = 128, .h_kv = 1},
+      {.batch = 1, .s_q = 1, .seqlen = 32768, .h_q = 16, .h_kv = 1},
+      {.batch = 32, .s_q = 1, .seqlen = 1024, .h_q = 16, .h_kv = 1},
+      {.batch = 3, .s_q = 8, .seqlen = 5000, .h_q = 128, .h_kv = 1, .causal = true},
+      {.batch = 5, .s_q = 3, .seqlen = 2000, .h_q = 40, .h_kv = 2, .varlen = true, .causal = true},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, false);
+}
+
+TEST(DecodeGpu, BitwiseDeterministic) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case c{.batch = 7, .s_q = 2, .seqlen = 3000, .h_q = 128, .h_kv = 1, .varlen = true,
+               .causal = true};
+  Problem p;
+  ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
+  std::vector<float> out1, lse1, out2, lse2;
+  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out1, &lse1));
+  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out2, &lse2));
+  ASSERT_EQ(out1.size(), out2.size());
+  EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(lse1.data(), lse2.data(), lse1.size() * sizeof(float)));
+}
+
+// Small enough to run under compute-sanitizer memcheck / racecheck:
+//   compute-sanitizer --tool memcheck build/tests/mla_gpu_tests --gtest_filter='DecodeGpu.Sanitizer*'
+TEST(DecodeGpu, SanitizerSubset) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case cases[] = {
+      {.batch = 2, .s_q = 2, .seqlen = 140, .h_q = 64, .h_kv = 2, .varlen = true, .causal = true},
+      {.dtype = mla::DType::kFP16, .batch = 1, .s_q = 1, .seqlen = 1000, .h_q = 128, .h_kv = 1},
+      {.batch = 3, .s_q = 4, .seqlen = 20, .h_q = 3, .h_kv = 1, .causal = true, .padded_strides = true},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, false);
+}
+
+TEST(DecodeGpu, RejectsBadCallArguments) {
+  SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  Problem p;
+  ASSERT_NO_FATAL_FAILURE(make_problem({.batch = 2, .seqlen = 100, .h_q = 16}, rng, p));
+  const mla::DecodePlan plan = mla::plan_decode(p.args, mla::device_num_sms(0));
+  void* ws = nullptr;
+  CUDA_OK(cudaMalloc(&ws, plan.workspace_bytes + plan.schedule_bytes + 256));
+  mla::Status st = mla::decode(p.args, plan, nullptr, ws, nullptr);
+  EXPECT_EQ(st.code(), mla::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("schedule_buffer"), std::string::npos) << st.message();
+  mla::DecodePlan wrong = plan;
+  wrong.num_sm_parts += 1;
+  st = mla::decode(p.args, wrong, ws, ws, nullptr);
+  EXPECT_EQ(st.code(), mla::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("plan"), std::string::npos) << st.message();
+  cudaFree(ws);
+}
+
+}  // namespace

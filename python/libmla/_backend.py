@@ -143,8 +143,15 @@ class _NumPy:
         return x.reshape(rows, cols)
 
 
+# Set by _torch_ops when torch is imported with libmla: an isinstance test is what torch.compile
+# traces without a graph break (and it covers FakeTensor and other Tensor subclasses).
+torch_module = None
+
+
 def backend_of(x, name="q"):
     """The framework of array x (by its type's top-level module, so no framework is imported)."""
+    if torch_module is not None and isinstance(x, torch_module.Tensor):
+        return _Torch
     top = type(x).__module__.split(".", 1)[0]
     if top == "torch":
         return _Torch

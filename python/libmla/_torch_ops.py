@@ -11,9 +11,9 @@ current stream, which is what CUDA-graph capture needs:
       float softmax_scale, bool causal) -> (Tensor out, Tensor lse)
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": custom_op reads the parameter annotations as types.
 import os
+import types
 
 available = False
 get_mla_metadata_op = None
@@ -74,3 +74,9 @@ if _have_custom_op:
     get_mla_metadata_op = _get_mla_metadata
     flash_mla_with_kvcache_op = _flash_mla_with_kvcache
     available = True
+
+    from . import _backend, interface
+
+    _backend.torch_module = torch
+    interface._ops = types.SimpleNamespace(get_mla_metadata=_get_mla_metadata,
+                                           flash_mla_with_kvcache=_flash_mla_with_kvcache)

@@ -23,6 +23,9 @@ from . import _C
 from ._backend import backend_of
 
 _num_sms_cache: dict = {}
+# The torch.library ops (set by _torch_ops when torch >= 2.4 is importable); torch tensors go
+# through them so that torch.compile and CUDA graphs see one op per call.
+_ops = None
 _num_sms_lock = threading.Lock()
 
 
@@ -185,10 +188,8 @@ def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads
     s_q, h_q = _split_rows(num_q_tokens_per_head_k, num_heads_k, num_heads_q)
     h_kv = int(num_heads_k)
     be = backend_of(cache_seqlens, "cache_seqlens")
-    from . import _torch_ops
-
-    if be.name == "torch" and _torch_ops.available:
-        buf = _torch_ops.get_mla_metadata_op(cache_seqlens, s_q, h_q, h_kv)
+    if be.name == "torch" and _ops is not None:
+        buf = _ops.get_mla_metadata(cache_seqlens, s_q, h_q, h_kv)
     else:
         buf = _schedule_buffer(cache_seqlens, s_q, h_q, h_kv)
     return _split_views(be, buf, int(cache_seqlens.shape[0]))
@@ -225,8 +226,6 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: i
     softmax_scale = float(softmax_scale)
     causal = bool(causal)
     be = backend_of(q, "q")
-    from . import _torch_ops
-
     if isinstance(tile_scheduler_metadata, FlashMLASchedMeta):
         meta = tile_scheduler_metadata
         if num_splits is not None:
@@ -247,8 +246,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: i
                 _C.check(q, k_cache, block_table, cache_seqlens, int(head_dim_v), softmax_scale,
                          causal)
             b, s_q, h_q, h_kv = config.b, config.s_q, config.h_q, config.h_k
-            if be.name == "torch" and _torch_ops.available:
-                buf = _torch_ops.get_mla_metadata_op(cache_seqlens, s_q, h_q, h_kv)
+            if be.name == "torch" and _ops is not None:
+                buf = _ops.get_mla_metadata(cache_seqlens, s_q, h_q, h_kv)
             else:
                 buf = _schedule_buffer(cache_seqlens, s_q, h_q, h_kv)
             meta.tile_scheduler_metadata, meta.num_splits = _split_views(be, buf, b)
@@ -263,8 +262,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: i
         raise ValueError("num_splits is required with tile_scheduler_metadata arrays "
                          "(both come from get_mla_metadata)")
 
-    if be.name == "torch" and _torch_ops.available:
-        return _torch_ops.flash_mla_with_kvcache_op(
+    if be.name == "torch" and _ops is not None:
+        return _ops.flash_mla_with_kvcache(
             q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
             int(head_dim_v), softmax_scale, causal)
     return _decode_arrays(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata,

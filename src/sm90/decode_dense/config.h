@@ -26,8 +26,8 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= 65536, "register 
 // Named barriers (id 0 is __syncthreads).
 enum class NamedBarrier : int {
   kWG0 = 1,     // WG0 only (128): its own shared-memory writes (Q, zeroed K tail) before wgmma
-  kPReady = 2,  // WG0 arrives after writing P and row scales; WG1 waits (256)
-  kPFree = 3,   // WG1 arrives when done reading P and row scales; WG0 waits before rewriting (256)
+  kPReady = 2,  // both sync after WG0 wrote P and the row scales of a block (256)
+  kPFree = 3,   // both sync before each P hand-off after the first: WG1 is done with the last P (256)
 };
 
 }  // namespace mla::sm90::decode_dense

@@ -262,8 +262,10 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
   const uint32_t q_base = smem_addr(smem.q[0]);
   const uint32_t p_base = smem_addr(smem.p);
 
-  // P/row-factor hand-off: WG1 arrives on kPFree after every P V; WG0 waits on it before every
-  // P write but the first, and once more after its last block, so the counts always match.
+  // P/row-factor hand-off. kPReady: both sync once WG0 has written P and the row factors. kPFree: both warpgroups sync before every hand-off but the first (and once after
+  // the last block), so WG0 rewrites P only after WG1 finished the previous block's P V and read
+  // its factors. WG1 syncs there too (rather than just arriving) so that the two sides meet in a
+  // full barrier; it costs nothing since WG1 waits for the next P at that point anyway.
   bool first_p_write = true;
 
   int counter = 0;
@@ -417,9 +419,9 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
           }
         }
         fence_proxy_async();
-        named_barrier_arrive(NamedBarrier::kPReady, 256);
-        // WG0 needs every P row of its own warpgroup too, not just what this thread wrote.
-        named_barrier_sync(NamedBarrier::kWG0, 128);
+        // A full barrier (not arrive): it also gives WG0 every P row its other threads wrote,
+        // and WG1 is already waiting here, so it costs WG0 nothing.
+        named_barrier_sync(NamedBarrier::kPReady, 256);
 
 #pragma unroll
         for (int i = 0; i < kHalfV / 8; ++i) {
@@ -429,6 +431,8 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
           o[4 * i + 3] *= scale[1];
         }
       } else {
+        if (!first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
+        first_p_write = false;
         named_barrier_sync(NamedBarrier::kPReady, 256);
         const float scale0 = smem.row_scale[row0];
         const float scale1 = smem.row_scale[row0 + 8];
@@ -462,7 +466,6 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         cute::warpgroup_wait<0>();
         fence_accumulator(o);
       }
-      if (warpgroup == 1) named_barrier_arrive(NamedBarrier::kPFree, 256);
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&smem.k_empty[stage]);
 
@@ -520,7 +523,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
     row_max[0] = row_max[1] = -INFINITY;
     row_sum[0] = row_sum[1] = 0.0f;
   }
-  if (warpgroup == 0 && !first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
+  if (!first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
 }
 
 

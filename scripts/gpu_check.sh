@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-call GPU session: build (Release, all CPU cores), then the requested stages, logs to $OUT.
 # Used on the lent H200 (see docs/PERF.md); works on any machine with a Hopper GPU.
-#   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench python sass
+#   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench profile python sass
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call.
 set -uo pipefail
@@ -51,6 +51,15 @@ for stage in "${stages[@]}"; do
       obj=$(find "$build" -name 'bf16.cu.o' | head -1)
       cuobjdump --dump-sass "$obj" > "$out/decode_bf16.sass" 2>&1
       echo "HGMMA: $(grep -c HGMMA "$out/decode_bf16.sass")  UTMALDG: $(grep -c UTMALDG "$out/decode_bf16.sass")  LDL/STL: $(grep -cE 'LDL|STL' "$out/decode_bf16.sass")"
+      ;;
+    profile)
+      # Kernel durations of one decode step per default case (main kernel, combine), no clock
+      # changes: ncu --clock-control none.
+      for c in ${PROFILE_CASES:-E F C}; do
+        run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_dense_kernel|combine_kernel' \
+          --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+          "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
+      done
       ;;
     python)
       run_stage python 400 bash scripts/test_python.sh

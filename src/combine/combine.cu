@@ -1,11 +1,12 @@
 // Split-KV combine kernel (semantics in combine.h).
 //
-// Grid: one CTA of 128 threads per output row (request, query token, head), rows of one request
-// adjacent. A row is d_v = 512 floats: each thread owns one float4 column chunk and walks the
-// request's splits, so a request with many splits (b = 1, 64+ splits) still has 128 CTAs of
-// independent 16-byte loads in flight, and a large batch (b = 128, h = 128: 16384 rows) fills
-// the GPU many times over. Warp 0 first turns the split log-sum-exps into weights in shared
-// memory; that is the only block-wide synchronisation.
+// Grid: one CTA of 512 threads per output row (request, query token, head), rows of one request
+// adjacent. A row is d_v = 512 floats: four groups of 128 threads each own every fourth split,
+// each thread one float4 column with four loads in flight, and the groups' sums are added in a
+// fixed order through shared memory. So a request with many splits (b = 1, 64+ splits) keeps
+// 32 KiB of loads in flight per row, and a large batch (b = 128, h = 128: 16384 rows) fills the
+// GPU many times over. Rows of unsplit requests return at once, and rows of empty requests are
+// written without waiting for the main kernel (it never writes them).
 #include <cmath>
 #include <cstdint>
 
@@ -19,7 +20,9 @@
 namespace mla::detail {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kColumnThreads = 128;  // one float4 column of d_v = 512 each
+constexpr int kSplitGroups = 4;      // groups that walk disjoint subsets of the splits
+constexpr int kThreads = kColumnThreads * kSplitGroups;
 constexpr unsigned kFullMask = 0xffffffffu;
 // Splits of one request: at most one per part (scheduler.h).
 constexpr int kMaxSplits = kMaxScheduleParts;
@@ -60,7 +63,8 @@ __device__ __forceinline__ void store4(void* out, int64_t offset, float4 v, bool
 template <bool kFp16>
 __global__ void __launch_bounds__(kThreads)
     combine_kernel(CombineParams params, bool vectorised_store) {
-  __shared__ float weights[kMaxSplits];
+  __shared__ float weights[kMaxSplits];  // first the split lse values, then their weights
+  __shared__ float4 partial_acc[kSplitGroups - 1][kColumnThreads];
   __shared__ float row_lse;
 
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
@@ -68,83 +72,112 @@ __global__ void __launch_bounds__(kThreads)
   const int h = static_cast<int>(row % h_q);
   const int s = static_cast<int>((row / h_q) % s_q);
   const int i = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
+  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
+                             static_cast<int64_t>(s) * params.out_seq_stride +
+                             static_cast<int64_t>(h) * params.out_head_stride;
+  const int d4 = params.head_dim_v / 4;
 
-  wait_for_previous_grid();
-
+  // split_offsets was written by the scheduler, before the main kernel started, so it may be read
+  // before waiting for the main kernel; so may the rows the main kernel never writes.
   const int first = __ldg(params.split_offsets + i);
   const int num_splits = __ldg(params.split_offsets + i + 1) - first;
   if (num_splits == 1) return;  // final values were written by the main kernel
+  if (num_splits <= 0) {
+    for (int c = threadIdx.x; c < d4; c += kThreads)
+      store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
+    if (threadIdx.x == 0) params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = INFINITY;
+    return;
+  }
+
+  wait_for_previous_grid();
 
   const int64_t rows_per_slot = static_cast<int64_t>(s_q) * h_q;
   const int64_t lse_row = static_cast<int64_t>(s) * h_q + h;  // within one slot
-  const int n = num_splits < 0 ? 0 : (num_splits > kMaxSplits ? kMaxSplits : num_splits);
+  const int n = num_splits > kMaxSplits ? kMaxSplits : num_splits;
 
+  // All split lse values in one round of loads, then warp 0 turns them into weights.
+  for (int k = threadIdx.x; k < n; k += kThreads)
+    weights[k] = __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row);
+  __syncthreads();
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float m = -INFINITY;
-    for (int k = lane; k < n; k += 32) {
-      m = fmaxf(m, __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row));
-    }
+    for (int k = lane; k < n; k += 32) m = fmaxf(m, weights[k]);
 #pragma unroll
     for (int d = 16; d > 0; d /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, d));
     float sum = 0.f;
     if (m != -INFINITY) {
-      for (int k = lane; k < n; k += 32) {
-        sum += expf(__ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row) - m);
-      }
+      for (int k = lane; k < n; k += 32) sum += expf(weights[k] - m);
     }
 #pragma unroll
     for (int d = 16; d > 0; d /= 2) sum += __shfl_xor_sync(kFullMask, sum, d);
     const float L = (m == -INFINITY) ? -INFINITY : m + logf(sum);
+    __syncwarp();
     for (int k = lane; k < n; k += 32) {
-      const float l = __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row);
+      const float l = weights[k];
       weights[k] = (L == -INFINITY || l == -INFINITY) ? 0.f : expf(l - L);
     }
     if (lane == 0) row_lse = (L == -INFINITY) ? INFINITY : L;
   }
   __syncthreads();
 
-  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
-                             static_cast<int64_t>(s) * params.out_seq_stride +
-                             static_cast<int64_t>(h) * params.out_head_stride;
-  const int d4 = params.head_dim_v / 4;
+  // kSplitGroups groups of threads take every kSplitGroups-th split, each thread one float4
+  // column, four loads in flight: with many splits (b = 1) the row is latency-bound, so the
+  // loads in flight per row matter more than anything else here.
+  const int group = threadIdx.x / kColumnThreads;
+  const int c = threadIdx.x % kColumnThreads;
   const float4* o4 = reinterpret_cast<const float4*>(params.o_partial);
   const int64_t slot_stride4 = rows_per_slot * d4;
   const int64_t row4 = lse_row * d4;
-  for (int c = threadIdx.x; c < d4; c += kThreads) {
+  for (int c0 = 0; c0 < d4; c0 += kColumnThreads) {
+    const int col = c0 + c;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    const float4* src = o4 + first * slot_stride4 + row4 + c;
-    int k = 0;
-    // Four splits per step keep four independent 16-byte loads in flight per thread.
-    for (; k + 4 <= n; k += 4) {
-      float4 v[4];
-      float w[4];
+    if (col < d4) {
+      const float4* src = o4 + first * slot_stride4 + row4 + col;
+      int k = group;
+      for (; k + 3 * kSplitGroups < n; k += 4 * kSplitGroups) {
+        float4 v[4];
+        float w[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        w[u] = weights[k + u];
-        v[u] = w[u] != 0.f ? __ldg(src + (k + u) * slot_stride4) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
+        for (int u = 0; u < 4; ++u) {
+          w[u] = weights[k + u * kSplitGroups];
+          v[u] = w[u] != 0.f ? __ldg(src + (k + u * kSplitGroups) * slot_stride4)
+                             : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        if (w[u] != 0.f) {
+        for (int u = 0; u < 4; ++u) {
           acc.x = fmaf(w[u], v[u].x, acc.x);
           acc.y = fmaf(w[u], v[u].y, acc.y);
           acc.z = fmaf(w[u], v[u].z, acc.z);
           acc.w = fmaf(w[u], v[u].w, acc.w);
         }
       }
-    }
-    for (; k < n; ++k) {
-      const float w = weights[k];
-      if (w != 0.f) {
-        const float4 v = __ldg(src + k * slot_stride4);
-        acc.x = fmaf(w, v.x, acc.x);
-        acc.y = fmaf(w, v.y, acc.y);
-        acc.z = fmaf(w, v.z, acc.z);
-        acc.w = fmaf(w, v.w, acc.w);
+      for (; k < n; k += kSplitGroups) {
+        const float w = weights[k];
+        if (w != 0.f) {
+          const float4 v = __ldg(src + k * slot_stride4);
+          acc.x = fmaf(w, v.x, acc.x);
+          acc.y = fmaf(w, v.y, acc.y);
+          acc.z = fmaf(w, v.z, acc.z);
+          acc.w = fmaf(w, v.w, acc.w);
+        }
       }
     }
-    store4<kFp16>(params.out, out_offset + 4 * c, acc, vectorised_store);
+    // Fixed summation order (group 0 + 1 + 2 + 3): the result is deterministic.
+    if (group > 0) partial_acc[group - 1][c] = acc;
+    __syncthreads();
+    if (group == 0 && col < d4) {
+#pragma unroll
+      for (int g = 0; g < kSplitGroups - 1; ++g) {
+        const float4 v = partial_acc[g][c];
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+      store4<kFp16>(params.out, out_offset + 4 * col, acc, vectorised_store);
+    }
+    __syncthreads();
   }
   if (threadIdx.x == 0) {
     params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = row_lse;

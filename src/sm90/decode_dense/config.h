@@ -18,16 +18,17 @@ inline constexpr int kThreads = 384;        // WG0, WG1: consumers; WG2: TMA pro
 inline constexpr int kConsumerRegs = 232;   // setmaxnreg budgets: 2*128*232 + 128*40 <= 64K
 inline constexpr int kProducerRegs = 40;
 inline constexpr int kHalfV = kHeadDimV / 2;  // each consumer warpgroup owns 256 output dims
+inline constexpr int kHalfN = kBlockN / 2;    // and computes S for 32 of a block's 64 tokens
 
 static_assert(kHeadDimQK % kTileDim == 0, "d_qk must be a whole number of 64-dim tiles");
 static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two warpgroups");
 static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= 65536, "register budget overflow");
 
-// Named barriers (id 0 is __syncthreads).
+// Named barriers (id 0 is __syncthreads); all are full barriers of the 256 consumer threads.
 enum class NamedBarrier : int {
-  kWG0 = 1,     // WG0 only (128): its own shared-memory writes (Q, zeroed K tail) before wgmma
-  kPReady = 2,  // both sync after WG0 wrote P and the row scales of a block (256)
-  kPFree = 3,   // both sync before each P hand-off after the first: WG1 is done with the last P (256)
+  kQReady = 1,  // Q of a request is in shared memory
+  kMax = 2,     // both warpgroups' block row maxima (or a request's row sums) are published
+  kPReady = 3,  // both halves of P are written (and the tail V rows zeroed)
 };
 
 }  // namespace mla::sm90::decode_dense

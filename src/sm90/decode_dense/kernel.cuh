@@ -6,11 +6,13 @@
 // requests, and the head of another. One CTA per SM (about 225 KiB of shared memory).
 //
 // Warpgroups (384 threads):
-//   WG0 (consumer): loads Q of each request, S = Q K^T (wgmma 64x64x16, 36 steps over 576 dims),
-//        mask + online softmax, writes P (bf16/fp16) and per-row rescale factors to shared memory,
-//        then O[:, 0:256] = diag(f) O + P V[:, 0:256] (wgmma 64x256x16).
-//   WG1 (consumer): O[:, 256:512] = diag(f) O + P V[:, 256:512]. While WG1 does PV of block j,
-//        WG0 already computes S of block j+1 (the two GEMMs of a block have equal FLOPs).
+//   WG0, WG1 (consumers), symmetric: for each 64-token block, WG w computes the scores of tokens
+//        [32w, 32w + 32) for all 64 rows (S = Q K^T, wgmma 64x32x16, 36 steps over 576 dims),
+//        masks them, exchanges row maxima with the other warpgroup through shared memory (so both
+//        keep the same running max), writes its 32 columns of P (bf16/fp16), and after a barrier
+//        computes O[:, 256w : 256w + 256] = diag(f) O + P V[:, 256w : 256w + 256] (wgmma
+//        64x256x16) with the whole P. Each warpgroup thus does half of both GEMMs and half of the
+//        softmax: the tensor-core work is balanced.
 //   WG2 (producer, one thread): TMA loads of 64-token KV blocks (9 boxes of 64 tokens x 64 dims,
 //        128-byte swizzle, EVICT_FIRST) into a 2-stage ring, completing on mbarriers.
 // V is the first 512 dims of the same shared-memory K block: never loaded twice.
@@ -19,10 +21,11 @@
 //   q  [9 tiles]               72 KiB   A operand of S = Q K^T (K-major)
 //   k  [2 stages][9 tiles]    144 KiB   B operand of S (K-major) and of O += P V (MN-major)
 //   p  [1 tile]                 8 KiB   A operand of O += P V (K-major)
-//   row_scale, row_inv_sum [64] floats; mbarriers.
+//   exchange [2][64] floats (row maxima / row sums between the warpgroups); mbarriers.
 //
-// Tokens past cache_seqlens in a request's last page may hold NaN: their K rows are zeroed in
-// shared memory before use (a masked score gives p = 0, but 0 * NaN in P V would still be NaN).
+// Tokens past cache_seqlens in a request's last page may hold NaN: their scores are replaced by
+// -inf (a select, so NaN does not propagate), and their V rows are zeroed in shared memory before
+// P V (p = 0 there, but 0 * NaN would still be NaN).
 #pragma once
 
 #include <cuda.h>
@@ -44,9 +47,8 @@ struct SharedStorage {
   alignas(1024) Element q[kNumTilesQK][kBlockM * kTileDim];
   alignas(1024) Element k[kNumStages][kNumTilesQK][kBlockN * kTileDim];
   alignas(1024) Element p[kBlockM * kTileDim];
-  float row_scale[kBlockM];    // exp2(m_old - m_new) of the current block, per row
-  float row_inv_sum[kBlockM];  // 1 / softmax denominator at a request's last block (0: no key)
-  alignas(8) uint64_t k_full[kNumStages];   // TMA bytes of a stage landed
+  float exchange[2][kBlockM];  // per warpgroup: block row maxima, then a request's row sums
+  alignas(8) uint64_t k_full[kNumStages][kNumTilesQK];  // TMA bytes of one tile of a stage landed
   alignas(8) uint64_t k_empty[kNumStages];  // all 8 consumer warps done with a stage
 };
 
@@ -152,7 +154,7 @@ template <typename Element>
 struct MmaOps;
 template <>
 struct MmaOps<__nv_bfloat16> {
-  using QK = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
+  using QK = cute::SM90::GMMA::MMA_64x32x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                            cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                             cute::SM90::GMMA::Major::MN>;
@@ -166,7 +168,7 @@ struct MmaOps<__nv_bfloat16> {
 };
 template <>
 struct MmaOps<__half> {
-  using QK = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
+  using QK = cute::SM90::GMMA::MMA_64x32x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                          cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                           cute::SM90::GMMA::Major::MN>;
@@ -226,10 +228,11 @@ __device__ __forceinline__ void produce(const Params& params, const mla::detail:
       const uint32_t phase = (counter / kNumStages) & 1;
       mbarrier_wait(&smem.k_empty[stage], phase ^ 1);
       const int page = pages[blk];
-      mbarrier_arrive_expect_tx(&smem.k_full[stage], kNumTilesQK * kTileBytes);
+      // One barrier per 64-dim tile: S = Q K^T starts on the first tile while the rest stream in.
 #pragma unroll
       for (int t = 0; t < kNumTilesQK; ++t) {
-        tma_load_4d(&kv_map, &smem.k_full[stage], smem.k[stage][t], t * kTileDim, 0, kv_head,
+        mbarrier_arrive_expect_tx(&smem.k_full[stage][t], kTileBytes);
+        tma_load_4d(&kv_map, &smem.k_full[stage][t], smem.k[stage][t], t * kTileDim, 0, kv_head,
                     page);
       }
     }
@@ -249,24 +252,21 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
   const int row0 = warp * 16 + lane / 4;
   const int col0 = (lane % 4) * 2;
   const int first_row = m_block * kBlockM;
+  const int other = warpgroup ^ 1;
+  // This warpgroup's tokens of a block for S: [token0, token0 + 32).
+  const int token0 = warpgroup * kHalfN;
 
   float o[kHalfV / 2];  // 64 x 256 fp32 accumulator slice of this warpgroup: 128 per thread
 #pragma unroll
   for (int i = 0; i < kHalfV / 2; ++i) o[i] = 0.0f;
 
-  // Per-row softmax state (WG0 only): running max (base-2 scaled) and thread-partial sums.
+  // Per-row softmax state, identical in both warpgroups (the block maxima are exchanged):
+  // running max in the base-2 scaled domain, and this thread's partial sum over its columns.
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};
-  float row_inv[2] = {0.0f, 0.0f};
 
   const uint32_t q_base = smem_addr(smem.q[0]);
   const uint32_t p_base = smem_addr(smem.p);
-
-  // P/row-factor hand-off. kPReady: both sync once WG0 has written P and the row factors. kPFree: both warpgroups sync before every hand-off but the first (and once after
-  // the last block), so WG0 rewrites P only after WG1 finished the previous block's P V and read
-  // its factors. WG1 syncs there too (rather than just arriving) so that the two sides meet in a
-  // full barrier; it costs nothing since WG1 waits for the next P at that point anyway.
-  bool first_p_write = true;
 
   int counter = 0;
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -274,10 +274,12 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
     const RequestRange range = request_range(part, req, seqlen);
     if (range.first_block >= range.end_block) continue;
 
-    if (warpgroup == 0) {
-      // Q of this request: 64 rows x 72 chunks of 16 bytes, rows past the CTA's valid rows zero.
+    {
+      // Q of this request, loaded by both warpgroups: 64 rows x 72 chunks of 16 bytes; rows past
+      // the CTA's valid rows are zero. The previous request's last S was waited for before its
+      // last kMax barrier, which both warpgroups passed, so Q can be overwritten.
       const char* q_bytes = static_cast<const char*>(params.q);
-      for (int chunk = wg_thread; chunk < kBlockM * (kHeadDimQK / 8); chunk += 128) {
+      for (int chunk = threadIdx.x; chunk < kBlockM * (kHeadDimQK / 8); chunk += 256) {
         const int row = chunk / (kHeadDimQK / 8);
         const int c16 = chunk % (kHeadDimQK / 8);
         const int global_row = first_row + row;
@@ -289,12 +291,11 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
                                head * params.q_head_stride + c16 * 8;
           value = *reinterpret_cast<const uint4*>(q_bytes + elem * 2);
         }
-        const int tile = c16 / 8;
-        uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[tile]) + swizzled_offset(row, (c16 % 8) * 8);
+        uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[c16 / 8]) + swizzled_offset(row, (c16 % 8) * 8);
         *reinterpret_cast<uint4*>(dst) = value;
       }
       fence_proxy_async();
-      named_barrier_sync(NamedBarrier::kWG0, 128);
+      named_barrier_sync(NamedBarrier::kQReady, 256);
     }
 
     // Causal: query token s of this request sees keys [0, seqlen - s_q + s].
@@ -308,36 +309,21 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
     for (int blk = range.first_block; blk < range.end_block; ++blk, ++counter) {
       const int stage = counter % kNumStages;
       const uint32_t phase = (counter / kNumStages) & 1;
-      const bool last_of_request = blk + 1 == range.end_block;
       const uint32_t k_base = smem_addr(smem.k[stage][0]);
-      mbarrier_wait(&smem.k_full[stage], phase);
 
-      if (warpgroup == 0) {
-        const int valid_tokens = min(kBlockN, seqlen - blk * kBlockN);
-        if (valid_tokens < kBlockN) {
-          // Zero the K rows past the sequence end in all 9 tiles (they may hold NaN).
-          const int rows = kBlockN - valid_tokens;
-          for (int i = wg_thread; i < kNumTilesQK * rows * 8; i += 128) {
-            const int tile = i / (rows * 8);
-            const int rem = i % (rows * 8);
-            uint8_t* dst = reinterpret_cast<uint8_t*>(smem.k[stage][tile]) +
-                           (valid_tokens + rem / 8) * 128 + (rem % 8) * 16;
-            *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-          }
-          fence_proxy_async();
-          named_barrier_sync(NamedBarrier::kWG0, 128);
-        }
-
-        // ---- S = Q K^T ----
-        float s_acc[32];
+      // ---- S[:, token0 : token0 + 32] = Q K^T (NaN K rows past the end only reach masked
+      //      columns, which the select below replaces) ----
+      float s_acc[kHalfN / 2];
 #pragma unroll
-        for (int i = 0; i < 32; ++i) s_acc[i] = 0.0f;
-        fence_accumulator(s_acc);
+      for (int i = 0; i < kHalfN / 2; ++i) s_acc[i] = 0.0f;
+      fence_accumulator(s_acc);
+      {
         const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
-        const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
+        const uint64_t desc_k0 = make_desc_sw128(k_base + token0 * 128, 16, 1024);
         cute::warpgroup_arrive();
 #pragma unroll
         for (int t = 0; t < kNumTilesQK; ++t) {
+          mbarrier_wait(&smem.k_full[stage][t], phase);
 #pragma unroll
           for (int kk = 0; kk < kTileDim / 16; ++kk) {
             const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
@@ -347,116 +333,100 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         }
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
-        fence_accumulator(s_acc);
+      }
+      fence_accumulator(s_acc);
 
-        // ---- mask + online softmax (base 2) ----
-        float scale[2];
+      // ---- mask + block max, exchanged with the other warpgroup ----
+      float block_max[2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int bound = key_bound[h] - blk * kBlockN;  // columns < bound are visible
-          float block_max = -INFINITY;
+      for (int h = 0; h < 2; ++h) {
+        const int bound = key_bound[h] - blk * kBlockN - token0;  // columns < bound are visible
+        float m = -INFINITY;
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < kHalfN / 8; ++i) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int col = 8 * i + col0 + e;
-              float& v = s_acc[4 * i + 2 * h + e];
-              v = col < bound ? v * params.scale_log2 : -INFINITY;
-              block_max = fmaxf(block_max, v);
-            }
-          }
-          block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffff, block_max, 1));
-          block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffff, block_max, 2));
-          const float new_max = fmaxf(row_max[h], block_max);
-          // With no visible key so far the max is -inf; subtract 0 instead to avoid inf - inf.
-          const float base = new_max == -INFINITY ? 0.0f : new_max;
-          scale[h] = exp2f(row_max[h] - base);
-          row_max[h] = new_max;
-          float sum = 0.0f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& v = s_acc[4 * i + 2 * h + e];
-              v = exp2f(v - base);
-              sum += v;
-            }
-          }
-          row_sum[h] = row_sum[h] * scale[h] + sum;
-        }
-        if (last_of_request) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float total = row_sum[h];
-            total += __shfl_xor_sync(0xffffffff, total, 1);
-            total += __shfl_xor_sync(0xffffffff, total, 2);
-            row_sum[h] = total;  // quad-reduced: used for lse in the epilogue
-            row_inv[h] = total > 0.0f ? 1.0f / total : 0.0f;
+          for (int e = 0; e < 2; ++e) {
+            float& v = s_acc[4 * i + 2 * h + e];
+            v = 8 * i + col0 + e < bound ? v * params.scale_log2 : -INFINITY;
+            m = fmaxf(m, v);
           }
         }
+        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
+        block_max[h] = m;
+        if (lane % 4 == 0) smem.exchange[warpgroup][row0 + 8 * h] = m;
+      }
+      named_barrier_sync(NamedBarrier::kMax, 256);
+      float scale[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float new_max =
+            fmaxf(row_max[h], fmaxf(block_max[h], smem.exchange[other][row0 + 8 * h]));
+        // With no visible key so far the max is -inf; subtract 0 instead to avoid inf - inf.
+        const float base = new_max == -INFINITY ? 0.0f : new_max;
+        scale[h] = exp2f(row_max[h] - base);
+        row_max[h] = new_max;
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kHalfN / 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& v = s_acc[4 * i + 2 * h + e];
+            v = exp2f(v - base);
+            sum += v;
+          }
+        }
+        row_sum[h] = row_sum[h] * scale[h] + sum;
+      }
 
-        // ---- publish P and the row factors to WG1 ----
-        if (!first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
-        first_p_write = false;
-        // Swizzled P address of (row, 8 * i + col0) is row_base ^ (i << 4): one register per
-        // row, made opaque here so the 16 addresses are not hoisted and kept live.
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = row0 + 8 * h;
-          uint32_t row_base = p_base + row * 128 + ((row & 7) << 4) + col0 * 2;
-          asm volatile("" : "+r"(row_base));
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            const uint32_t packed = Ops::pack(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
-            asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_base ^ (i << 4)), "r"(packed) : "memory");
-          }
-        }
-        if (lane % 4 == 0) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            smem.row_scale[row0 + 8 * h] = scale[h];
-            if (last_of_request) smem.row_inv_sum[row0 + 8 * h] = row_inv[h];
-          }
-        }
-        fence_proxy_async();
-        // A full barrier (not arrive): it also gives WG0 every P row its other threads wrote,
-        // and WG1 is already waiting here, so it costs WG0 nothing.
-        named_barrier_sync(NamedBarrier::kPReady, 256);
-
-#pragma unroll
-        for (int i = 0; i < kHalfV / 8; ++i) {
-          o[4 * i + 0] *= scale[0];
-          o[4 * i + 1] *= scale[0];
-          o[4 * i + 2] *= scale[1];
-          o[4 * i + 3] *= scale[1];
-        }
-      } else {
-        if (!first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
-        first_p_write = false;
-        named_barrier_sync(NamedBarrier::kPReady, 256);
-        const float scale0 = smem.row_scale[row0];
-        const float scale1 = smem.row_scale[row0 + 8];
-        if (last_of_request) {
-          row_inv[0] = smem.row_inv_sum[row0];
-          row_inv[1] = smem.row_inv_sum[row0 + 8];
-        }
-#pragma unroll
-        for (int i = 0; i < kHalfV / 8; ++i) {
-          o[4 * i + 0] *= scale0;
-          o[4 * i + 1] *= scale0;
-          o[4 * i + 2] *= scale1;
-          o[4 * i + 3] *= scale1;
+      // ---- tokens past the end in this (last) block: zero this warpgroup's V rows, since
+      //      0 * NaN in P V would still be NaN. Both S products are complete (kMax). ----
+      const int valid_tokens = min(kBlockN, seqlen - blk * kBlockN);
+      if (valid_tokens < kBlockN) {
+        const int rows = kBlockN - valid_tokens;
+        const int first_tile = warpgroup * (kHalfV / kTileDim);
+        for (int i = wg_thread; i < (kHalfV / kTileDim) * rows * 8; i += 128) {
+          const int tile = first_tile + i / (rows * 8);
+          const int rem = i % (rows * 8);
+          uint8_t* dst = reinterpret_cast<uint8_t*>(smem.k[stage][tile]) +
+                         (valid_tokens + rem / 8) * 128 + (rem % 8) * 16;
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
         }
       }
 
-      // ---- O[:, half] += P V[:, half] ----
+      // ---- this warpgroup's 32 columns of P; both halves are needed by both P V products ----
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 8 * h;
+        // Swizzled address of (row, token0 + 8 i + col0) is row_base ^ ((token0 / 8 + i) << 4).
+        uint32_t row_base = p_base + row * 128 + ((row & 7) << 4) + col0 * 2;
+        asm volatile("" : "+r"(row_base));
+#pragma unroll
+        for (int i = 0; i < kHalfN / 8; ++i) {
+          const uint32_t packed = Ops::pack(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
+          asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_base ^ ((token0 / 8 + i) << 4)),
+                       "r"(packed)
+                       : "memory");
+        }
+      }
+      fence_proxy_async();
+      named_barrier_sync(NamedBarrier::kPReady, 256);
+
+      // ---- O[:, half] = diag(scale) O + P V[:, half] ----
+#pragma unroll
+      for (int i = 0; i < kHalfV / 8; ++i) {
+        o[4 * i + 0] *= scale[0];
+        o[4 * i + 1] *= scale[0];
+        o[4 * i + 2] *= scale[1];
+        o[4 * i + 3] *= scale[1];
+      }
       {
         const uint32_t v_base = k_base + warpgroup * (kHalfV / kTileDim) * kTileBytes;
-        fence_accumulator(o);
-        cute::warpgroup_arrive();
         const uint64_t desc_p0 = make_desc_sw128(p_base, 16, 1024);
         // V is MN-major: 64-dim chunks are whole tiles apart (lbo), 8 tokens are 1024 bytes (sbo).
         const uint64_t desc_v0 = make_desc_sw128(v_base, kTileBytes, 1024);
+        fence_accumulator(o);
+        cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
           gmma<typename Ops::PV>(desc_advance(desc_p0, kk * 32), desc_advance(desc_v0, kk * 16 * 128),
@@ -466,13 +436,34 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         cute::warpgroup_wait<0>();
         fence_accumulator(o);
       }
+      // P and this stage are free once both warpgroups pass the next kMax / k_empty.
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&smem.k_empty[stage]);
-
     }
 
-
     // ---- epilogue of this request: final output, or a partial for combine ----
+    float row_inv[2], total_sum[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float sum = row_sum[h];
+      sum += __shfl_xor_sync(0xffffffff, sum, 1);
+      sum += __shfl_xor_sync(0xffffffff, sum, 2);
+      total_sum[h] = sum;
+    }
+    // The exchange slots were last read before the last kPReady, which both passed.
+    if (lane % 4 == 0) {
+      smem.exchange[warpgroup][row0] = total_sum[0];
+      smem.exchange[warpgroup][row0 + 8] = total_sum[1];
+    }
+    named_barrier_sync(NamedBarrier::kMax, 256);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      total_sum[h] += smem.exchange[other][row0 + 8 * h];
+      row_inv[h] = total_sum[h] > 0.0f ? 1.0f / total_sum[h] : 0.0f;
+    }
+    // The next writer of the exchange slots (the next block's maxima) must wait for these reads.
+    named_barrier_sync(NamedBarrier::kPReady, 256);
+
     const int split_begin = params.split_offsets[req];
     const int num_splits = params.split_offsets[req + 1] - split_begin;
     const int slot = req == part.begin_req ? part.begin_slot : split_begin;
@@ -506,9 +497,9 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         }
       }
       if (warpgroup == 0 && lane % 4 == 0) {
-        const bool any_key = row_sum[h] > 0.0f;
+        const bool any_key = total_sum[h] > 0.0f;
         // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
-        const float lse = (row_max[h] + log2f(row_sum[h])) * 0.69314718055994530942f;
+        const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
         if (num_splits == 1) {
           params.lse[(static_cast<int64_t>(req) * params.num_heads_q + head) * params.seqlen_q + s] =
               any_key ? lse : INFINITY;
@@ -523,9 +514,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
     row_max[0] = row_max[1] = -INFINITY;
     row_sum[0] = row_sum[1] = 0.0f;
   }
-  if (!first_p_write) named_barrier_sync(NamedBarrier::kPFree, 256);
 }
-
 
 // ---- the kernel ------------------------------------------------------------------------------
 
@@ -551,7 +540,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kNumStages; ++s) {
-      mbarrier_init(&smem.k_full[s], 1);
+      for (int t = 0; t < kNumTilesQK; ++t) mbarrier_init(&smem.k_full[s][t], 1);
       mbarrier_init(&smem.k_empty[s], 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");

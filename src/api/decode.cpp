@@ -152,6 +152,7 @@ Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedu
   combine.out_head_stride = args.out_head_stride;
   combine.lse = args.lse;
   combine.out_is_fp16 = args.dtype == DType::kFP16;
+  combine.num_sm_parts = plan.num_sm_parts;
   err = detail::launch_combine(combine, stream, /*programmatic_dependent_launch=*/true);
   if (err != cudaSuccess) return cuda_status(err, "combine kernel launch");
   return Status::Ok();

@@ -23,6 +23,8 @@ namespace {
 constexpr int kColumnThreads = 128;  // one float4 column of d_v = 512 each
 constexpr int kSplitGroups = 4;      // groups that walk disjoint subsets of the splits
 constexpr int kThreads = kColumnThreads * kSplitGroups;
+constexpr int kWarpRowsPerCta = 4;      // warp-per-row variant
+constexpr int kWarpColumnsPerLane = 4;  // float4 columns per lane and pass: 4 x 32 x 4 = 512
 constexpr unsigned kFullMask = 0xffffffffu;
 // Splits of one request: at most one per part (scheduler.h).
 constexpr int kMaxSplits = kMaxScheduleParts;
@@ -184,6 +186,87 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Few splits per request (large batches): one warp per row, four rows per CTA, no block-wide
+// synchronisation. Each lane owns d_v / 128 float4 columns and keeps two splits' loads in flight.
+template <bool kFp16>
+__global__ void __launch_bounds__(kWarpRowsPerCta * 32)
+    combine_warp_per_row_kernel(CombineParams params, bool vectorised_store) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerCta + threadIdx.x / 32;
+  const int h_q = params.num_heads_q, s_q = params.seqlen_q;
+  if (row >= static_cast<int64_t>(params.batch) * s_q * h_q) return;
+  const int h = static_cast<int>(row % h_q);
+  const int s = static_cast<int>((row / h_q) % s_q);
+  const int i = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
+  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
+                             static_cast<int64_t>(s) * params.out_seq_stride +
+                             static_cast<int64_t>(h) * params.out_head_stride;
+  const int d4 = params.head_dim_v / 4;
+
+  const int first = __ldg(params.split_offsets + i);
+  const int num_splits = __ldg(params.split_offsets + i + 1) - first;
+  if (num_splits == 1) return;
+  if (num_splits <= 0) {
+    for (int c = lane; c < d4; c += 32)
+      store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
+    if (lane == 0) params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = INFINITY;
+    return;
+  }
+  wait_for_previous_grid();
+
+  const int64_t rows_per_slot = static_cast<int64_t>(s_q) * h_q;
+  const int64_t lse_row = static_cast<int64_t>(s) * h_q + h;
+  const int n = num_splits > kMaxSplits ? kMaxSplits : num_splits;
+  float m = -INFINITY;
+  for (int k = lane; k < n; k += 32)
+    m = fmaxf(m, __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row));
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, d));
+  float sum = 0.f;
+  if (m != -INFINITY) {
+    for (int k = lane; k < n; k += 32)
+      sum += expf(__ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row) - m);
+  }
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) sum += __shfl_xor_sync(kFullMask, sum, d);
+  const float L = (m == -INFINITY) ? -INFINITY : m + logf(sum);
+
+  const float4* o4 = reinterpret_cast<const float4*>(params.o_partial);
+  const int64_t slot_stride4 = rows_per_slot * d4;
+  const float4* src = o4 + first * slot_stride4 + lse_row * d4;
+  for (int c0 = 0; c0 < d4; c0 += 32 * kWarpColumnsPerLane) {
+    float4 acc[kWarpColumnsPerLane];
+#pragma unroll
+    for (int u = 0; u < kWarpColumnsPerLane; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < n; ++k) {
+      // Each lane reads split k's lse itself (a broadcast load): no shuffles in the loop.
+      const float l = __ldg(params.lse_partial + (first + k) * rows_per_slot + lse_row);
+      const float w = (L == -INFINITY || l == -INFINITY) ? 0.f : expf(l - L);
+      if (w == 0.f) continue;
+      float4 v[kWarpColumnsPerLane];
+#pragma unroll
+      for (int u = 0; u < kWarpColumnsPerLane; ++u) {
+        const int col = c0 + u * 32 + lane;
+        v[u] = col < d4 ? __ldg(src + k * slot_stride4 + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < kWarpColumnsPerLane; ++u) {
+        acc[u].x = fmaf(w, v[u].x, acc[u].x);
+        acc[u].y = fmaf(w, v[u].y, acc[u].y);
+        acc[u].z = fmaf(w, v[u].z, acc[u].z);
+        acc[u].w = fmaf(w, v[u].w, acc[u].w);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kWarpColumnsPerLane; ++u) {
+      const int col = c0 + u * 32 + lane;
+      if (col < d4) store4<kFp16>(params.out, out_offset + 4 * col, acc[u], vectorised_store);
+    }
+  }
+  if (lane == 0)
+    params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = (L == -INFINITY) ? INFINITY : L;
+}
+
 }  // namespace
 
 cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
@@ -202,9 +285,14 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
                           params.out_batch_stride % 4 == 0 && params.out_seq_stride % 4 == 0 &&
                           params.out_head_stride % 4 == 0;
 
+  // Few splits per request on average (batch large against the parts): a warp per row. Many
+  // splits (small batch, long sequences): a whole CTA per row for loads in flight.
+  const bool warp_per_row = params.num_sm_parts > 0 && params.num_sm_parts <= 2 * params.batch;
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(rows));
-  config.blockDim = dim3(kThreads);
+  config.gridDim = warp_per_row
+                       ? dim3(static_cast<unsigned>((rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta))
+                       : dim3(static_cast<unsigned>(rows));
+  config.blockDim = dim3(warp_per_row ? kWarpRowsPerCta * 32 : kThreads);
   config.dynamicSmemBytes = 0;
   config.stream = stream;
   cudaLaunchAttribute attribute[1];
@@ -212,10 +300,13 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
   config.numAttrs = programmatic_dependent_launch ? 1 : 0;
-  if (params.out_is_fp16) {
-    return cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised);
+  if (warp_per_row) {
+    return params.out_is_fp16
+               ? cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<true>, params, vectorised)
+               : cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<false>, params, vectorised);
   }
-  return cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised);
+  return params.out_is_fp16 ? cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised)
+                            : cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised);
 }
 
 }  // namespace mla::detail

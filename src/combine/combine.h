@@ -27,6 +27,10 @@ struct CombineParams {
   int64_t out_batch_stride = 0, out_seq_stride = 0, out_head_stride = 0;
   float* lse = nullptr;  // [b, h_q, s_q] contiguous
   bool out_is_fp16 = false;  // else bf16
+  // Kernel choice only (results are identical): the schedule's part count. With few splits per
+  // request (num_sm_parts <= 2 * batch) a warp merges a row; otherwise a CTA of 512 threads.
+  // 0 picks the CTA-per-row kernel.
+  int num_sm_parts = 0;
 };
 
 // One CTA per (request, query token, group of heads); asynchronous on stream. With

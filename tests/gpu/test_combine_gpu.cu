@@ -184,10 +184,16 @@ void run_case(std::mt19937_64& rng, const Shape& s, const std::vector<int>& spli
   CUDA_OK(cudaMemcpy(dc.offsets, offsets.data(), offsets.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.o, o.data(), o.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.lse_part, lse_part.data(), lse_part.size() * 4, cudaMemcpyHostToDevice));
-  dc.poison_outputs();
-  CUDA_OK(launch_combine(dc.params(fp16), nullptr, pdl));
-  CUDA_OK(cudaDeviceSynchronize());
-  expect_same_as_host(dc, fp16, offsets, o, lse_part);
+  // Both kernel variants: CTA per row (num_sm_parts = 0) and warp per row (few parts).
+  for (int parts_hint : {0, 1}) {
+    SCOPED_TRACE(parts_hint ? "warp-per-row combine" : "CTA-per-row combine");
+    dc.poison_outputs();
+    CombineParams p = dc.params(fp16);
+    p.num_sm_parts = parts_hint;
+    CUDA_OK(launch_combine(p, nullptr, pdl));
+    CUDA_OK(cudaDeviceSynchronize());
+    expect_same_as_host(dc, fp16, offsets, o, lse_part);
+  }
 }
 
 TEST(CombineGpu, EqualsHostReference) {

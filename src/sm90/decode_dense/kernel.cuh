@@ -48,7 +48,7 @@ struct SharedStorage {
   alignas(1024) Element k[kNumStages][kNumTilesQK][kBlockN * kTileDim];
   alignas(1024) Element p[kBlockM * kTileDim];
   float exchange[2][kBlockM];  // per warpgroup: block row maxima, then a request's row sums
-  alignas(8) uint64_t k_full[kNumStages][kNumTilesQK];  // TMA bytes of one tile of a stage landed
+  alignas(8) uint64_t k_full[kNumStages];   // TMA bytes of a stage landed
   alignas(8) uint64_t k_empty[kNumStages];  // all 8 consumer warps done with a stage
 };
 
@@ -228,11 +228,12 @@ __device__ __forceinline__ void produce(const Params& params, const mla::detail:
       const uint32_t phase = (counter / kNumStages) & 1;
       mbarrier_wait(&smem.k_empty[stage], phase ^ 1);
       const int page = pages[blk];
-      // One barrier per 64-dim tile: S = Q K^T starts on the first tile while the rest stream in.
+      // One barrier for the 9 tiles. (A barrier per tile, waited between the wgmmas of S, was
+      // measured slower: ptxas then inserts a warpgroup.arrive before each wgmma.)
+      mbarrier_arrive_expect_tx(&smem.k_full[stage], kNumTilesQK * kTileBytes);
 #pragma unroll
       for (int t = 0; t < kNumTilesQK; ++t) {
-        mbarrier_arrive_expect_tx(&smem.k_full[stage][t], kTileBytes);
-        tma_load_4d(&kv_map, &smem.k_full[stage][t], smem.k[stage][t], t * kTileDim, 0, kv_head,
+        tma_load_4d(&kv_map, &smem.k_full[stage], smem.k[stage][t], t * kTileDim, 0, kv_head,
                     page);
       }
     }
@@ -310,6 +311,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
       const int stage = counter % kNumStages;
       const uint32_t phase = (counter / kNumStages) & 1;
       const uint32_t k_base = smem_addr(smem.k[stage][0]);
+      mbarrier_wait(&smem.k_full[stage], phase);
 
       // ---- S[:, token0 : token0 + 32] = Q K^T (NaN K rows past the end only reach masked
       //      columns, which the select below replaces) ----
@@ -323,7 +325,6 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         cute::warpgroup_arrive();
 #pragma unroll
         for (int t = 0; t < kNumTilesQK; ++t) {
-          mbarrier_wait(&smem.k_full[stage][t], phase);
 #pragma unroll
           for (int kk = 0; kk < kTileDim / 16; ++kk) {
             const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
@@ -540,7 +541,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kNumStages; ++s) {
-      for (int t = 0; t < kNumTilesQK; ++t) mbarrier_init(&smem.k_full[s][t], 1);
+      mbarrier_init(&smem.k_full[s], 1);
       mbarrier_init(&smem.k_empty[s], 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");

@@ -280,20 +280,36 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
       // the CTA's valid rows are zero. The previous request's last S was waited for before its
       // last kMax barrier, which both warpgroups passed, so Q can be overwritten.
       const char* q_bytes = static_cast<const char*>(params.q);
-      for (int chunk = threadIdx.x; chunk < kBlockM * (kHeadDimQK / 8); chunk += 256) {
-        const int row = chunk / (kHeadDimQK / 8);
-        const int c16 = chunk % (kHeadDimQK / 8);
-        const int global_row = first_row + row;
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if (global_row < params.rows_per_kv_head) {
-          const int s = global_row / params.heads_per_kv;
-          const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-          const int64_t elem = req * params.q_batch_stride + s * params.q_seq_stride +
-                               head * params.q_head_stride + c16 * 8;
-          value = *reinterpret_cast<const uint4*>(q_bytes + elem * 2);
+      // 18 chunks per thread, issued 9 at a time so that the loads overlap: Q sits on the
+      // critical path of every request (a CTA of a small batch may see only one or two).
+      constexpr int kChunks = kBlockM * (kHeadDimQK / 8);
+      constexpr int kBatch = 9;
+      static_assert(kChunks % (256 * kBatch) == 0, "Q chunks must split evenly over the batches");
+#pragma unroll 1
+      for (int first_chunk = 0; first_chunk < kChunks; first_chunk += 256 * kBatch) {
+        uint4 value[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int chunk = first_chunk + u * 256 + threadIdx.x;
+          const int global_row = first_row + chunk / (kHeadDimQK / 8);
+          const int c16 = chunk % (kHeadDimQK / 8);
+          value[u] = make_uint4(0, 0, 0, 0);
+          if (global_row < params.rows_per_kv_head) {
+            const int s = global_row / params.heads_per_kv;
+            const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+            const int64_t elem = req * params.q_batch_stride + s * params.q_seq_stride +
+                                 head * params.q_head_stride + c16 * 8;
+            value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
+          }
         }
-        uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[c16 / 8]) + swizzled_offset(row, (c16 % 8) * 8);
-        *reinterpret_cast<uint4*>(dst) = value;
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int chunk = first_chunk + u * 256 + threadIdx.x;
+          const int row = chunk / (kHeadDimQK / 8);
+          const int c16 = chunk % (kHeadDimQK / 8);
+          uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[c16 / 8]) + swizzled_offset(row, (c16 % 8) * 8);
+          *reinterpret_cast<uint4*>(dst) = value[u];
+        }
       }
       fence_proxy_async();
       named_barrier_sync(NamedBarrier::kQReady, 256);

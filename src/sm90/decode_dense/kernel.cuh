@@ -50,6 +50,7 @@ struct SharedStorage {
   float exchange[2][kBlockM];  // per warpgroup: block row maxima, then a request's row sums
   alignas(8) uint64_t k_full[kNumStages];   // TMA bytes of a stage landed
   alignas(8) uint64_t k_empty[kNumStages];  // all 8 consumer warps done with a stage
+  alignas(8) uint64_t q_full;                // TMA bytes of a request's Q landed
 };
 
 // ---- small PTX wrappers ----------------------------------------------------------------------
@@ -240,11 +241,37 @@ __device__ __forceinline__ void produce(const Params& params, const mla::detail:
   }
 }
 
+// First request at or after req (up to the part's last) with KV blocks in this part; -1 if none.
+__device__ __forceinline__ int next_nonempty_request(const Params& params,
+                                                     const mla::detail::PartMetadata& part,
+                                                     int req) {
+  for (; req <= part.end_req; ++req) {
+    const RequestRange r = request_range(part, req, params.cache_seqlens[req]);
+    if (r.first_block < r.end_block) return req;
+  }
+  return -1;
+}
+
+// One thread: the 9 boxes of Q (64 rows x 64 dims each) of request req into smem.q, on q_full.
+template <typename Element>
+__device__ __forceinline__ void issue_q_load(const Params& params, const CUtensorMap& q_map,
+                                             SharedStorage<Element>& smem, int m_block,
+                                             int kv_head, int req) {
+  const int first_row = m_block * kBlockM;
+  const int first_head = kv_head * params.heads_per_kv + first_row % params.heads_per_kv;
+  const int first_s = first_row / params.heads_per_kv;
+  mbarrier_arrive_expect_tx(&smem.q_full, kNumTilesQK * kTileBytes);
+#pragma unroll
+  for (int t = 0; t < kNumTilesQK; ++t) {
+    tma_load_4d(&q_map, &smem.q_full, smem.q[t], t * kTileDim, first_head, first_s, req);
+  }
+}
+
 // Consumer warpgroups 0 and 1: see the comment at the top of this file.
 template <typename Element>
 __device__ __forceinline__ void consume(const Params& params, const mla::detail::PartMetadata& part,
-                                        SharedStorage<Element>& smem, int m_block, int kv_head,
-                                        int warpgroup, int wg_thread) {
+                                        const CUtensorMap& q_map, SharedStorage<Element>& smem,
+                                        int m_block, int kv_head, int warpgroup, int wg_thread) {
   using Ops = MmaOps<Element>;
   const int warp = wg_thread / 32;
   const int lane = wg_thread % 32;
@@ -269,13 +296,24 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
   const uint32_t q_base = smem_addr(smem.q[0]);
   const uint32_t p_base = smem_addr(smem.p);
 
+  // Q by TMA: the first request's Q is requested now; each later one as soon as both warpgroups
+  // finished the previous request's last S (so it lands during that block's softmax and P V).
+  uint32_t q_phase = 0;
+  if (params.q_tma && threadIdx.x == 0) {
+    const int first_req = next_nonempty_request(params, part, part.begin_req);
+    if (first_req >= 0) issue_q_load(params, q_map, smem, m_block, kv_head, first_req);
+  }
+
   int counter = 0;
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const int seqlen = params.cache_seqlens[req];
     const RequestRange range = request_range(part, req, seqlen);
     if (range.first_block >= range.end_block) continue;
 
-    {
+    if (params.q_tma) {
+      mbarrier_wait(&smem.q_full, q_phase);
+      q_phase ^= 1;
+    } else {
       // Q of this request, loaded by both warpgroups: 64 rows x 72 chunks of 16 bytes; rows past
       // the CTA's valid rows are zero. The previous request's last S was waited for before its
       // last kMax barrier, which both warpgroups passed, so Q can be overwritten.
@@ -374,6 +412,11 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         if (lane % 4 == 0) smem.exchange[warpgroup][row0 + 8 * h] = m;
       }
       named_barrier_sync(NamedBarrier::kMax, 256);
+      if (params.q_tma && threadIdx.x == 0 && blk + 1 == range.end_block) {
+        // Both warpgroups' S of this request are complete: Q may be replaced.
+        const int next_req = next_nonempty_request(params, part, req + 1);
+        if (next_req >= 0) issue_q_load(params, q_map, smem, m_block, kv_head, next_req);
+      }
       float scale[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -538,7 +581,8 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
 template <typename Element>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_dense_kernel(const __grid_constant__ Params params,
-                        const __grid_constant__ CUtensorMap kv_map) {
+                        const __grid_constant__ CUtensorMap kv_map,
+                        const __grid_constant__ CUtensorMap q_map) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // The dynamic allocation is over-sized by 1 KiB so the tiles can sit on 1024-byte boundaries.
   auto& smem = *reinterpret_cast<SharedStorage<Element>*>(
@@ -560,6 +604,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarrier_init(&smem.k_full[s], 1);
       mbarrier_init(&smem.k_empty[s], 8);
     }
+    mbarrier_init(&smem.q_full, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -569,7 +614,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wg_thread == 0) produce(params, part, kv_map, smem, kv_head);
   } else {
     setmaxnreg_inc<kConsumerRegs>();
-    consume(params, part, smem, m_block, kv_head, warpgroup, wg_thread);
+    consume(params, part, q_map, smem, m_block, kv_head, warpgroup, wg_thread);
   }
 }
 

@@ -16,8 +16,8 @@ namespace mla::sm90::decode_dense {
 
 // Defined in instantiations/<dtype>.cu, one translation unit each.
 template <typename Element>
-cudaError_t launch_kernel(const Params& params, const CUtensorMap& kv_map, dim3 grid,
-                          cudaStream_t stream);
+cudaError_t launch_kernel(const Params& params, const CUtensorMap& kv_map,
+                          const CUtensorMap& q_map, dim3 grid, cudaStream_t stream);
 
 namespace {
 
@@ -72,9 +72,45 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (res != CUDA_SUCCESS) return fail("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(res));
 
+  // Q by TMA when a CTA's 64 rows are one box of the view (dim, head, s, b); see params.h.
+  Params p = params;
+  CUtensorMap q_map{};
+  p.q_tma = 0;
+  p.q_box_heads = 0;
+  const int hpg = params.heads_per_kv;
+  const bool q_box_fits = hpg % kBlockM == 0 || kBlockM % hpg == 0;
+  // A stride of a size-1 dimension is never applied; TMA still wants it 16-byte aligned.
+  auto q_stride_bytes = [](int64_t stride_elems, int size) -> cuuint64_t {
+    return size == 1 ? 16 : static_cast<cuuint64_t>(stride_elems) * 2;
+  };
+  const cuuint64_t q_strides[3] = {q_stride_bytes(params.q_head_stride, params.num_heads_q),
+                                   q_stride_bytes(params.q_seq_stride, params.seqlen_q),
+                                   q_stride_bytes(params.q_batch_stride, params.batch)};
+  const bool q_strides_ok = q_strides[0] % 16 == 0 && q_strides[1] % 16 == 0 &&
+                            q_strides[2] % 16 == 0 && q_strides[0] > 0 && q_strides[1] > 0 &&
+                            q_strides[2] > 0 && (reinterpret_cast<uintptr_t>(params.q) & 15) == 0;
+  if (q_box_fits && q_strides_ok) {
+    const int box_heads = hpg < kBlockM ? hpg : kBlockM;
+    const cuuint64_t q_dims[4] = {static_cast<cuuint64_t>(kHeadDimQK),
+                                  static_cast<cuuint64_t>(params.num_heads_q),
+                                  static_cast<cuuint64_t>(params.seqlen_q),
+                                  static_cast<cuuint64_t>(params.batch)};
+    const cuuint32_t q_box[4] = {kTileDim, static_cast<cuuint32_t>(box_heads),
+                                 static_cast<cuuint32_t>(kBlockM / box_heads), 1};
+    res = encode(&q_map,
+                 kv.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                 const_cast<void*>(params.q), q_dims, q_strides, q_box, element_strides,
+                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (res == CUDA_SUCCESS) {
+      p.q_tma = 1;
+      p.q_box_heads = box_heads;
+    }
+  }
+
   const dim3 grid(shape.num_m_blocks, params.num_heads_kv, shape.num_sm_parts);
-  return kv.is_fp16 ? launch_kernel<__half>(params, kv_map, grid, stream)
-                    : launch_kernel<__nv_bfloat16>(params, kv_map, grid, stream);
+  return kv.is_fp16 ? launch_kernel<__half>(p, kv_map, q_map, grid, stream)
+                    : launch_kernel<__nv_bfloat16>(p, kv_map, q_map, grid, stream);
 }
 
 }  // namespace mla::sm90::decode_dense

@@ -1,5 +1,5 @@
 #include "sm90/decode_dense/instantiations/launch_kernel.cuh"
 
 namespace mla::sm90::decode_dense {
-template cudaError_t launch_kernel<__half>(const Params&, const CUtensorMap&, dim3, cudaStream_t);
+template cudaError_t launch_kernel<__half>(const Params&, const CUtensorMap&, const CUtensorMap&, dim3, cudaStream_t);
 }  // namespace mla::sm90::decode_dense

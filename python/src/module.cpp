@@ -21,6 +21,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -151,6 +152,43 @@ class DeviceGuard {
   int previous_ = 0;
   bool switched_ = false;
 };
+
+// ---- importing input arrays ---------------------------------------------------------------------
+
+bool is_numpy_ndarray(nb::handle obj) {
+  return std::strcmp(Py_TYPE(obj.ptr())->tp_name, "numpy.ndarray") == 0;
+}
+
+// Input arrays arrive as plain handles and are imported here rather than by nanobind's argument
+// caster, for two reasons. (1) A numpy array is imported through its versioned DLPack capsule
+// (__dlpack__(max_version=(1, 0)), DLPack >= 1.0): for read-only ndarrays nanobind otherwise asks
+// numpy for the legacy unversioned capsule, the one export path that differs between numpy
+// releases and the prime suspect of a segfault seen with numpy 2.5.2 / Python 3.12 (see
+// scripts/py_gpu_debug.sh). Torch and CuPy arrays keep nanobind's own import: calling their
+// __dlpack__ here would add stream synchronisation (illegal during CUDA-graph capture).
+// (2) An argument that is not an array gets a TypeError naming it, not nanobind's generic
+// "incompatible function arguments".
+InArray import_input(nb::handle obj, const char* name) {
+  nb::object src = nb::borrow(obj);
+  if (is_numpy_ndarray(obj)) {
+    try {
+      src = obj.attr("__dlpack__")("max_version"_a = nb::make_tuple(1, 0));
+    } catch (nb::python_error&) {
+      src = nb::borrow(obj);  // numpy < 2.1 has no max_version: its legacy export is all there is
+    }
+  }
+  InArray array;
+  if (!obj.is_none() && nb::try_cast<InArray>(src, array)) {
+    if (array.ndim() > 0 && (array.shape_ptr() == nullptr || array.stride_ptr() == nullptr)) {
+      raise(PyExc_TypeError, std::string(name) + ": the array's DLPack export has no shape/strides");
+    }
+    return array;
+  }
+  std::string type_name = nb::type_name(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr())))).c_str();
+  raise(PyExc_TypeError, std::string(name) +
+                             " must be an array supporting DLPack (torch.Tensor, cupy.ndarray, "
+                             "numpy.ndarray; got " + type_name + ")");
+}
 
 // ---- array helpers ------------------------------------------------------------------------------
 
@@ -546,10 +584,36 @@ NB_MODULE(_C, m) {
       "The host-side plan (sizes of the schedule buffer and workspace) for these shapes.");
 
   m.def(
+      "describe",
+      [](nb::handle obj) {
+        const InArray a = import_input(obj, "array");
+        nb::list shape, strides;
+        for (size_t i = 0; i < a.ndim(); ++i) {
+          shape.append(a.shape(i));
+          strides.append(a.stride(i));
+        }
+        nb::dict d;
+        d["device"] = std::string(device_name(a.device_type()));
+        d["device_id"] = a.device_id();
+        d["dtype"] = dtype_str(a.dtype());
+        d["lanes"] = static_cast<int>(a.dtype().lanes);
+        d["shape"] = shape;
+        d["strides"] = strides;
+        d["data"] = reinterpret_cast<uintptr_t>(a.data());
+        return d;
+      },
+      "array"_a,
+      "Debug aid: what libmla sees of an array after the DLPack import (no data is read).");
+
+  m.def(
       "check_status",
-      [](const InArray& q, const InArray& k_cache, const InArray& block_table,
-         const InArray& cache_seqlens, int head_dim_v, double softmax_scale, bool causal,
+      [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
+         nb::handle cache_seqlens_obj, int head_dim_v, double softmax_scale, bool causal,
          std::optional<OutArray> out, std::optional<OutArray> lse) {
+        const InArray q = import_input(q_obj, "q");
+        const InArray k_cache = import_input(k_cache_obj, "k_cache");
+        const InArray block_table = import_input(block_table_obj, "block_table");
+        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
         mla::DecodeArgs args = make_args(
             DecodeArrays{q, k_cache, block_table, cache_seqlens, out ? &*out : nullptr,
                          lse ? &*lse : nullptr},
@@ -564,9 +628,13 @@ NB_MODULE(_C, m) {
 
   m.def(
       "check",
-      [](const InArray& q, const InArray& k_cache, const InArray& block_table,
-         const InArray& cache_seqlens, int head_dim_v, double softmax_scale, bool causal,
+      [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
+         nb::handle cache_seqlens_obj, int head_dim_v, double softmax_scale, bool causal,
          std::optional<OutArray> out, std::optional<OutArray> lse) {
+        const InArray q = import_input(q_obj, "q");
+        const InArray k_cache = import_input(k_cache_obj, "k_cache");
+        const InArray block_table = import_input(block_table_obj, "block_table");
+        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
         mla::DecodeArgs args = make_args(
             DecodeArrays{q, k_cache, block_table, cache_seqlens, out ? &*out : nullptr,
                          lse ? &*lse : nullptr},
@@ -579,8 +647,9 @@ NB_MODULE(_C, m) {
 
   m.def(
       "schedule",
-      [](const InArray& cache_seqlens, int s_q, int h_q, int h_kv, int num_sms,
+      [](nb::handle cache_seqlens_obj, int s_q, int h_q, int h_kv, int num_sms,
          const OutArray& schedule_buffer, uintptr_t stream) {
+        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
         require_ndim(cache_seqlens, "cache_seqlens", 1, "[b]");
         require_int32(cache_seqlens, "cache_seqlens");
         require_int32(schedule_buffer, "schedule_buffer");
@@ -617,11 +686,17 @@ NB_MODULE(_C, m) {
 
   m.def(
       "decode",
-      [](const InArray& q, const InArray& k_cache, const InArray& block_table,
-         const InArray& cache_seqlens, const InArray& tile_scheduler_metadata,
-         const InArray& num_splits, const OutArray& out, const OutArray& lse,
+      [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
+         nb::handle cache_seqlens_obj, nb::handle tile_scheduler_metadata_obj,
+         nb::handle num_splits_obj, const OutArray& out, const OutArray& lse,
          const OutArray& workspace, int head_dim_v, double softmax_scale, bool causal,
          int num_sms, uintptr_t stream) {
+        const InArray q = import_input(q_obj, "q");
+        const InArray k_cache = import_input(k_cache_obj, "k_cache");
+        const InArray block_table = import_input(block_table_obj, "block_table");
+        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
+        const InArray tile_scheduler_metadata = import_input(tile_scheduler_metadata_obj, "tile_scheduler_metadata");
+        const InArray num_splits = import_input(num_splits_obj, "num_splits");
         mla::DecodeArgs args = make_args(
             DecodeArrays{q, k_cache, block_table, cache_seqlens, &out, &lse}, head_dim_v,
             softmax_scale, causal);
@@ -656,9 +731,13 @@ NB_MODULE(_C, m) {
 
   m.def(
       "validate_contents",
-      [](const InArray& q, const InArray& k_cache, const InArray& block_table,
-         const InArray& cache_seqlens, const OutArray& out, const OutArray& lse, int head_dim_v,
+      [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
+         nb::handle cache_seqlens_obj, const OutArray& out, const OutArray& lse, int head_dim_v,
          uintptr_t stream) {
+        const InArray q = import_input(q_obj, "q");
+        const InArray k_cache = import_input(k_cache_obj, "k_cache");
+        const InArray block_table = import_input(block_table_obj, "block_table");
+        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
         mla::DecodeArgs args = make_args(
             DecodeArrays{q, k_cache, block_table, cache_seqlens, &out, &lse}, head_dim_v, 0.0, false);
         args.host_cache_seqlens = nullptr;

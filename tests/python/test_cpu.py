@@ -87,6 +87,21 @@ def test_valid_inputs_pass_the_cpp_check():
         assert cpp_message(q, k, bt, lens) == ("Ok", "")
 
 
+def test_read_only_numpy_inputs_pass_and_non_arrays_are_type_errors():
+    q, k, bt, lens = make_inputs()
+    for a in (q, k, bt, lens):
+        a.setflags(write=False)
+    assert cpp_message(q, k, bt, lens) == ("Ok", "")
+    seen = _C.describe(q)
+    assert seen["shape"] == list(q.shape) and seen["data"] == q.ctypes.data
+    assert seen["strides"] == [s // q.itemsize for s in q.strides]
+    for pos, name in enumerate(["q", "k_cache", "block_table", "cache_seqlens"]):
+        args = [q, k, bt, lens]
+        args[pos] = [[1, 2]] if RNG.integers(0, 2) else int(RNG.integers(0, 9))
+        with pytest.raises(TypeError, match=rf"^{name} must be an array supporting DLPack"):
+            cpp_message(*args)
+
+
 @pytest.mark.parametrize("case", ["heads", "length_negative", "length_too_long", "batch_zero",
                                   "scale_nan"])
 def test_invalid_argument_is_value_error_with_cpp_message(case):

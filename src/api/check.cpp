@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
-#include <sstream>
+#include <cstdio>
 #include <string>
 
 #include "mla/decode.h"
@@ -27,16 +27,18 @@ std::string named(const char* name, long long value) {
 }
 std::string named(const char* name, int value) { return named(name, static_cast<long long>(value)); }
 std::string named(const char* name, long value) { return named(name, static_cast<long long>(value)); }
+// snprintf rather than iostreams: check() runs inside other programs' processes (the Python
+// extension among them), and an iostream call there jumped to a null address on one machine.
 std::string named(const char* name, double value) {
-  std::ostringstream os;
-  os << name << "=" << value;
-  return os.str();
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%g", value);
+  return std::string(name) + "=" + buf;
 }
 std::string named(const char* name, float value) { return named(name, static_cast<double>(value)); }
 std::string named(const char* name, const void* value) {
-  std::ostringstream os;
-  os << name << "=" << value;
-  return os.str();
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%p", value);
+  return std::string(name) + "=" + buf;
 }
 std::string named(const char* name, const std::string& value) {
   return std::string(name) + "=" + value;
@@ -113,10 +115,10 @@ Extent extent_of(const void* base, const std::array<int64_t, N>& sizes,
 bool overlaps(const Extent& a, const Extent& b) { return a.begin < b.end && b.begin < a.end; }
 
 std::string interval(const Extent& e) {
-  std::ostringstream os;
-  os << "[" << reinterpret_cast<const void*>(e.begin) << ", " << reinterpret_cast<const void*>(e.end)
-     << ")";
-  return os.str();
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "[%p, %p)", reinterpret_cast<const void*>(e.begin),
+                reinterpret_cast<const void*>(e.end));
+  return buf;
 }
 
 // A sufficient condition for distinct (b, s, h) rows of out never sharing an element: ordering
@@ -341,9 +343,6 @@ Status check(const DecodeArgs& args) {
   const Extent bt_ext = extent_of<2>(block_table, {batch, max_pages_per_seq},
                                      {block_table_batch_stride, 1}, sizeof(int32_t));
   const Extent sl_ext = extent_of<1>(cache_seqlens, {batch}, {1}, sizeof(int32_t));
-  const std::string q_bytes = interval(q_ext), kv_cache_bytes = interval(kv_ext),
-                    out_bytes = interval(out_ext), lse_bytes = interval(lse_ext),
-                    block_table_bytes = interval(bt_ext), cache_seqlens_bytes = interval(sl_ext);
   MLA_REQUIRE(kInvalidArgument, !q_ext.too_large, "q strides address more than the address space",
               MLA_VAL(q_batch_stride), MLA_VAL(q_seq_stride), MLA_VAL(q_head_stride));
   MLA_REQUIRE(kInvalidArgument, !kv_ext.too_large,
@@ -361,23 +360,23 @@ Status check(const DecodeArgs& args) {
               "out strides must give every (batch, seq, head) row its own 512 elements",
               MLA_VAL(out_batch_stride), MLA_VAL(out_seq_stride), MLA_VAL(out_head_stride));
   MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, q_ext), "out must not overlap q",
-              MLA_VAL(out_bytes), MLA_VAL(q_bytes));
+              named("out_bytes", interval(out_ext)), named("q_bytes", interval(q_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, kv_ext), "out must not overlap kv_cache",
-              MLA_VAL(out_bytes), MLA_VAL(kv_cache_bytes));
+              named("out_bytes", interval(out_ext)), named("kv_cache_bytes", interval(kv_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, lse_ext), "out must not overlap lse",
-              MLA_VAL(out_bytes), MLA_VAL(lse_bytes));
+              named("out_bytes", interval(out_ext)), named("lse_bytes", interval(lse_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, bt_ext), "out must not overlap block_table",
-              MLA_VAL(out_bytes), MLA_VAL(block_table_bytes));
+              named("out_bytes", interval(out_ext)), named("block_table_bytes", interval(bt_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, sl_ext), "out must not overlap cache_seqlens",
-              MLA_VAL(out_bytes), MLA_VAL(cache_seqlens_bytes));
+              named("out_bytes", interval(out_ext)), named("cache_seqlens_bytes", interval(sl_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, q_ext), "lse must not overlap q",
-              MLA_VAL(lse_bytes), MLA_VAL(q_bytes));
+              named("lse_bytes", interval(lse_ext)), named("q_bytes", interval(q_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, kv_ext), "lse must not overlap kv_cache",
-              MLA_VAL(lse_bytes), MLA_VAL(kv_cache_bytes));
+              named("lse_bytes", interval(lse_ext)), named("kv_cache_bytes", interval(kv_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, bt_ext), "lse must not overlap block_table",
-              MLA_VAL(lse_bytes), MLA_VAL(block_table_bytes));
+              named("lse_bytes", interval(lse_ext)), named("block_table_bytes", interval(bt_ext)));
   MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, sl_ext), "lse must not overlap cache_seqlens",
-              MLA_VAL(lse_bytes), MLA_VAL(cache_seqlens_bytes));
+              named("lse_bytes", interval(lse_ext)), named("cache_seqlens_bytes", interval(sl_ext)));
 
   // ---- host-visible lengths ----
   if (args.host_cache_seqlens != nullptr) {

@@ -664,9 +664,13 @@ NB_MODULE(_C, m) {
         mla::DecodeArgs args = schedule_args(static_cast<const int32_t*>(cache_seqlens.data()),
                                              batch, s_q, h_q, h_kv);
         const mla::DecodePlan plan = mla::plan_decode(args, num_sms);
-        if (schedule_buffer.nbytes() < plan.schedule_bytes) {
+        // The layout's exact size (plan.schedule_bytes rounds it up to 16 for raw allocations;
+        // the Python buffer is exactly [num_sm_parts * 8 + b + 1] int32, FlashMLA's views).
+        const size_t needed = sizeof(int32_t) * (8 * static_cast<size_t>(plan.num_sm_parts) +
+                                                 static_cast<size_t>(batch) + 1);
+        if (schedule_buffer.nbytes() < needed) {
           raise(PyExc_ValueError, "schedule_buffer must hold at least " +
-                                      std::to_string(plan.schedule_bytes) + " bytes (got " +
+                                      std::to_string(needed) + " bytes (got " +
                                       std::to_string(schedule_buffer.nbytes()) + ")");
         }
         if (reinterpret_cast<uintptr_t>(schedule_buffer.data()) % 16 != 0) {

@@ -19,12 +19,6 @@ inline constexpr int kConsumerRegs = 232;   // setmaxnreg budgets: 2*128*232 + 1
 inline constexpr int kProducerRegs = 40;
 inline constexpr int kHalfV = kHeadDimV / 2;  // each consumer warpgroup owns 256 output dims
 inline constexpr int kHalfN = kBlockN / 2;    // and computes S for 32 of a block's 64 tokens
-#ifndef MLA_QK_CHAINS
-#define MLA_QK_CHAINS 2
-#endif
-// Independent accumulators for the 36 k-steps of S (see kernel.cuh); 1 = one dependent chain.
-inline constexpr int kQKChains = MLA_QK_CHAINS;
-static_assert(kQKChains >= 1 && kQKChains <= 4, "1 to 4 accumulator chains for S");
 
 static_assert(kHeadDimQK % kTileDim == 0, "d_qk must be a whole number of 64-dim tiles");
 static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two warpgroups");

@@ -369,20 +369,10 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
 
       // ---- S[:, token0 : token0 + 32] = Q K^T (NaN K rows past the end only reach masked
       //      columns, which the select below replaces) ----
-      // kQKChains accumulators taking turns over the k-steps: consecutive wgmmas are then
-      // independent, so the 36 small (64x32x16) products of S do not each wait for the previous
-      // one's accumulator. Summed once at the end.
       float s_acc[kHalfN / 2];
-      float s_chain[kQKChains > 1 ? kQKChains - 1 : 1][kHalfN / 2];  // unused with one chain
 #pragma unroll
-      for (int i = 0; i < kHalfN / 2; ++i) {
-        s_acc[i] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < kQKChains - 1; ++c) s_chain[c][i] = 0.0f;
-      }
+      for (int i = 0; i < kHalfN / 2; ++i) s_acc[i] = 0.0f;
       fence_accumulator(s_acc);
-#pragma unroll
-      for (int c = 0; c < kQKChains - 1; ++c) fence_accumulator(s_chain[c]);
       {
         const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
         const uint64_t desc_k0 = make_desc_sw128(k_base + token0 * 128, 16, 1024);
@@ -392,26 +382,14 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
 #pragma unroll
           for (int kk = 0; kk < kTileDim / 16; ++kk) {
             const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
-            const int chain = (t * (kTileDim / 16) + kk) % kQKChains;
-            if (chain == 0) {
-              gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset),
-                                     s_acc);
-            } else {
-              gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset),
-                                     s_chain[chain - 1]);
-            }
+            gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset),
+                                   s_acc);
           }
         }
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
       }
       fence_accumulator(s_acc);
-#pragma unroll
-      for (int c = 0; c < kQKChains - 1; ++c) {
-        fence_accumulator(s_chain[c]);
-#pragma unroll
-        for (int i = 0; i < kHalfN / 2; ++i) s_acc[i] += s_chain[c][i];
-      }
 
       // ---- mask + block max, exchanged with the other warpgroup ----
       float block_max[2];

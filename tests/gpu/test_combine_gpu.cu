@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 
 #include "combine/combine.h"
+#include "gpu/hopper_gpu.h"
 #include "combine/combine_host.h"
 #include "sched/metadata.h"
 #include "sched/scheduler.h"
@@ -22,24 +23,6 @@
 namespace mla::detail {
 namespace {
 
-std::string combine_gpu_missing() {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess || n == 0) {
-    (void)cudaGetLastError();
-    return std::string("no CUDA GPU (") + (err != cudaSuccess ? cudaGetErrorString(err) : "0 devices") + ")";
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cudaGetDeviceProperties failed";
-  if (prop.major != 9) return std::string("GPU ") + prop.name + " is not sm_90 (Hopper)";
-  return "";
-}
-
-#define COMBINE_REQUIRE_HOPPER()                                         \
-  do {                                                                   \
-    const std::string why = combine_gpu_missing();                       \
-    if (!why.empty()) GTEST_SKIP() << "needs a Hopper GPU: " << why;     \
-  } while (0)
 
 #define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
 
@@ -197,7 +180,7 @@ void run_case(std::mt19937_64& rng, const Shape& s, const std::vector<int>& spli
 }
 
 TEST(CombineGpu, EqualsHostReference) {
-  COMBINE_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -221,7 +204,7 @@ TEST(CombineGpu, EqualsHostReference) {
 }
 
 TEST(CombineGpu, RejectsBadArguments) {
-  COMBINE_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   DeviceCombine dc({1, 1, 1, 512, 0}, 2);
   CombineParams p = dc.params(false);
   p.head_dim_v = 510;
@@ -237,7 +220,7 @@ TEST(CombineGpu, RejectsBadArguments) {
 // A graph of scheduler + combine (PDL edge) captured once, replayed after the lengths change in
 // place: the schedule (and so which requests combine merges) must follow the new lengths.
 TEST(CombineGpu, GraphReplayFollowsNewLengths) {
-  COMBINE_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);

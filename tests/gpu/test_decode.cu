@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/hopper_gpu.h"
 #include "mla/decode.h"
 #include "reference/cpu_reference.h"
 #include "reference/gpu_reference.h"
@@ -41,24 +42,6 @@ constexpr double kLseAtol = 1e-4;
     ASSERT_EQ(e_, cudaSuccess) << #call << ": " << cudaGetErrorString(e_);              \
   } while (0)
 
-std::string hopper_missing() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    cudaGetLastError();
-    return "no CUDA device";
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cannot read device properties";
-  if (prop.major != 9 || prop.minor != 0)
-    return std::string("needs sm_90, found ") + prop.name;
-  return "";
-}
-
-#define SKIP_WITHOUT_HOPPER()                                        \
-  do {                                                               \
-    const std::string why_ = hopper_missing();                       \
-    if (!why_.empty()) GTEST_SKIP() << "decode GPU test: " << why_;  \
-  } while (0)
 
 // ---- device-side input generation (host generation of GBs of KV would dominate the run) ----
 
@@ -368,7 +351,7 @@ std::mt19937_64 fresh_rng() {
 // ---- tests -------------------------------------------------------------------------------------
 
 TEST(DecodeGpu, SmallCasesMatchFloat64CpuReference) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const Case cases[] = {
       {.batch = 1, .s_q = 1, .seqlen = 20, .h_q = 1, .h_kv = 1},
@@ -382,7 +365,7 @@ TEST(DecodeGpu, SmallCasesMatchFloat64CpuReference) {
 
 // The sweep of issue 4, every combination, both dtypes.
 TEST(DecodeGpu, FullSweep) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const int batches[] = {1, 2, 6, 64};
   const int s_qs[] = {1, 2, 4};
@@ -413,7 +396,7 @@ TEST(DecodeGpu, FullSweep) {
 }
 
 TEST(DecodeGpu, Batch128MtpHalfEmpty) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   for (mla::DType dtype : {mla::DType::kBF16, mla::DType::kFP16})
     for (bool causal : {false, true}) {
@@ -424,7 +407,7 @@ TEST(DecodeGpu, Batch128MtpHalfEmpty) {
 }
 
 TEST(DecodeGpu, LongSequencesAndSmallBatch) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const Case cases[] = {
       {.batch = 1, .s_q = 1, .seqlen = 131072, .h_q = 128, .h_kv = 1},
@@ -437,7 +420,7 @@ TEST(DecodeGpu, LongSequencesAndSmallBatch) {
 }
 
 TEST(DecodeGpu, BitwiseDeterministic) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const Case c{.batch = 7, .s_q = 2, .seqlen = 3000, .h_q = 128, .h_kv = 1, .varlen = true,
                .causal = true};
@@ -454,7 +437,7 @@ TEST(DecodeGpu, BitwiseDeterministic) {
 // Small enough to run under compute-sanitizer memcheck / racecheck:
 //   compute-sanitizer --tool memcheck build/tests/mla_gpu_tests --gtest_filter='DecodeGpu.Sanitizer*'
 TEST(DecodeGpu, SanitizerSubset) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const Case cases[] = {
       {.batch = 2, .s_q = 2, .seqlen = 140, .h_q = 64, .h_kv = 2, .varlen = true, .causal = true},
@@ -465,7 +448,7 @@ TEST(DecodeGpu, SanitizerSubset) {
 }
 
 TEST(DecodeGpu, RejectsBadCallArguments) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   Problem p;
   ASSERT_NO_FATAL_FAILURE(make_problem({.batch = 2, .seqlen = 100, .h_q = 16}, rng, p));

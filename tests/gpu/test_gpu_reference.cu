@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/hopper_gpu.h"
 #include "mla/decode.h"
 #include "reference/cpu_reference.h"
 #include "reference/gpu_reference.h"
@@ -26,26 +27,6 @@ namespace ref = mla::reference;
   do {                                                                                \
     const cudaError_t e_ = (call);                                                    \
     ASSERT_EQ(e_, cudaSuccess) << #call << ": " << cudaGetErrorString(e_);            \
-  } while (0)
-
-// Empty string when a Hopper GPU is usable, otherwise why not.
-std::string no_hopper_reason() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) return std::string("no CUDA device: ") + cudaGetErrorString(e);
-  if (count == 0) return "no CUDA device";
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cannot read device properties";
-  if (prop.major != 9 || prop.minor != 0)
-    return std::string("needs sm_90, found ") + prop.name + " (sm_" + std::to_string(prop.major) +
-           std::to_string(prop.minor) + ")";
-  return "";
-}
-
-#define SKIP_WITHOUT_HOPPER()                                           \
-  do {                                                                  \
-    const std::string why_ = no_hopper_reason();                        \
-    if (!why_.empty()) GTEST_SKIP() << "GPU reference test: " << why_;  \
   } while (0)
 
 struct Config {
@@ -202,7 +183,7 @@ std::mt19937_64 fresh_rng() {
 }
 
 TEST(GpuReference, Bf16VarlenWithEmptyRequest) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   Config c;
   c.batch = 4;
@@ -213,7 +194,7 @@ TEST(GpuReference, Bf16VarlenWithEmptyRequest) {
 }
 
 TEST(GpuReference, Fp16CausalMtpGroupedHeadsSmallPages) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   Config c;
   c.dtype = mla::DType::kFP16;
@@ -229,7 +210,7 @@ TEST(GpuReference, Fp16CausalMtpGroupedHeadsSmallPages) {
 }
 
 TEST(GpuReference, PaddedStridesTwoHeadBlocksCustomScale) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   Config c;
   c.batch = 3;
@@ -243,7 +224,7 @@ TEST(GpuReference, PaddedStridesTwoHeadBlocksCustomScale) {
 }
 
 TEST(GpuReference, RandomShapes) {
-  SKIP_WITHOUT_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   for (int rep = 0; rep < 4; ++rep) {
     Config c;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/hopper_gpu.h"
 #include "mla/decode.h"
 #include "sched/heuristics.h"
 #include "sched/metadata.h"
@@ -16,24 +17,6 @@
 namespace mla::detail {
 namespace {
 
-std::string sched_gpu_missing() {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess || n == 0) {
-    (void)cudaGetLastError();
-    return std::string("no CUDA GPU (") + (err != cudaSuccess ? cudaGetErrorString(err) : "0 devices") + ")";
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cudaGetDeviceProperties failed";
-  if (prop.major != 9) return std::string("GPU ") + prop.name + " is not sm_90 (Hopper)";
-  return "";
-}
-
-#define SCHED_REQUIRE_HOPPER()                                           \
-  do {                                                                   \
-    const std::string why = sched_gpu_missing();                         \
-    if (!why.empty()) GTEST_SKIP() << "needs a Hopper GPU: " << why;     \
-  } while (0)
 
 std::vector<int32_t> lengths(std::mt19937_64& rng, int batch, int mode) {
   std::vector<int32_t> lens(batch);
@@ -84,7 +67,7 @@ void compare(const std::vector<int32_t>& lens, int parts, const ScheduleTuning& 
 }
 
 TEST(SchedGpu, DeviceEqualsHost) {
-  SCHED_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   const uint64_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -111,7 +94,7 @@ TEST(SchedGpu, DeviceEqualsHost) {
 }
 
 TEST(SchedGpu, GarbageLengthsStayInBounds) {
-  SCHED_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   // Huge and negative lengths: positions saturate; device and host must still agree.
   std::mt19937_64 rng(std::random_device{}());
   std::vector<int32_t> lens(3000);
@@ -120,7 +103,7 @@ TEST(SchedGpu, GarbageLengthsStayInBounds) {
 }
 
 TEST(SchedGpu, RejectsBadArguments) {
-  SCHED_REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   int32_t* d_lens = nullptr;
   char* d_buf = nullptr;
   ASSERT_EQ(cudaMalloc(&d_lens, 64), cudaSuccess);

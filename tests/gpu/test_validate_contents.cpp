@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/hopper_gpu.h"
 #include "mla/decode.h"
 
 namespace {
@@ -19,25 +20,6 @@ bool have_any_gpu() {
   return ok;
 }
 
-// "" when a Hopper GPU is usable, else why not.
-std::string hopper_missing() {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess || n == 0) {
-    (void)cudaGetLastError();
-    return std::string("no CUDA GPU (") + (err != cudaSuccess ? cudaGetErrorString(err) : "0 devices") + ")";
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "cudaGetDeviceProperties failed";
-  if (prop.major != 9) return std::string("GPU ") + prop.name + " is not sm_90 (Hopper)";
-  return "";
-}
-
-#define REQUIRE_HOPPER()                                  \
-  do {                                                    \
-    const std::string why = hopper_missing();             \
-    if (!why.empty()) GTEST_SKIP() << "needs a Hopper GPU: " << why; \
-  } while (0)
 
 template <typename T>
 struct DeviceBuffer {
@@ -93,14 +75,14 @@ struct Problem {
 };
 
 TEST(ValidateContentsGpu, AcceptsValidContentsWithPoisonedUnusedSlots) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   const mla::Status st = mla::validate_contents(p.args(), nullptr);
   EXPECT_TRUE(st.ok()) << st.to_string();
 }
 
 TEST(ValidateContentsGpu, ReportsFirstBadPageWithPosition) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   p.lens[2] = 3 * mla::kPageSize;  // uses logical pages 0..2
   for (int j = 0; j < 3; ++j) p.table[2 * p.max_pages + j] = j;
@@ -115,7 +97,7 @@ TEST(ValidateContentsGpu, ReportsFirstBadPageWithPosition) {
 }
 
 TEST(ValidateContentsGpu, ReportsNegativeLength) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   p.lens[3] = -5;
   const mla::Status st = mla::validate_contents(p.args(), nullptr);
@@ -124,7 +106,7 @@ TEST(ValidateContentsGpu, ReportsNegativeLength) {
 }
 
 TEST(ValidateContentsGpu, ReportsLengthBeyondBlockTableRow) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   p.lens[5] = p.max_pages * mla::kPageSize + 1;
   const mla::Status st = mla::validate_contents(p.args(), nullptr);
@@ -134,7 +116,7 @@ TEST(ValidateContentsGpu, ReportsLengthBeyondBlockTableRow) {
 }
 
 TEST(ValidateContentsGpu, RejectsPlainHostBlockTable) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   mla::DecodeArgs a = p.args();
   a.block_table = p.table.data();
@@ -144,7 +126,7 @@ TEST(ValidateContentsGpu, RejectsPlainHostBlockTable) {
 }
 
 TEST(ValidateContentsGpu, RunsCheckFirst) {
-  REQUIRE_HOPPER();
+  MLA_SKIP_WITHOUT_HOPPER();
   Problem p;
   mla::DecodeArgs a = p.args();
   a.page_size = 32;

@@ -11,9 +11,10 @@
 namespace mla::detail {
 
 void combine_host(const CombineParams& p, double* out_f64) {
+  // The partials are read only for requests with two or more splits: a batch without any may
+  // pass empty (null) partial arrays and still gets its empty requests written.
   if (p.batch <= 0 || p.seqlen_q <= 0 || p.num_heads_q <= 0 || p.head_dim_v <= 0 ||
-      p.split_offsets == nullptr || p.o_partial == nullptr || p.lse_partial == nullptr ||
-      p.out == nullptr || p.lse == nullptr) {
+      p.split_offsets == nullptr || p.out == nullptr || p.lse == nullptr) {
     return;
   }
   const double inf = std::numeric_limits<double>::infinity();
@@ -23,6 +24,7 @@ void combine_host(const CombineParams& p, double* out_f64) {
     const int first = p.split_offsets[i];
     const int num_splits = p.split_offsets[i + 1] - first;
     if (num_splits == 1) continue;
+    if (num_splits >= 2 && (p.o_partial == nullptr || p.lse_partial == nullptr)) continue;
     const int n = num_splits < 0 ? 0 : num_splits;
     for (int s = 0; s < p.seqlen_q; ++s) {
       for (int h = 0; h < p.num_heads_q; ++h) {

@@ -544,6 +544,24 @@ cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>
 
 }  // namespace
 
+// mla::check on DecodeArgs built from Python objects (check_status / check): inputs imported,
+// outputs optional (without them only the inputs are checked). The imported arrays stay alive
+// for the whole call, since check() reads a host cache_seqlens through the args.
+mla::Status check_objects(nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
+                          nb::handle cache_seqlens_obj, int head_dim_v, double softmax_scale,
+                          bool causal, const std::optional<OutArray>& out,
+                          const std::optional<OutArray>& lse) {
+  const InArray q = import_input(q_obj, "q");
+  const InArray k_cache = import_input(k_cache_obj, "k_cache");
+  const InArray block_table = import_input(block_table_obj, "block_table");
+  const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
+  const mla::DecodeArgs args =
+      make_args(DecodeArrays{q, k_cache, block_table, cache_seqlens, out ? &*out : nullptr,
+                             lse ? &*lse : nullptr},
+                head_dim_v, softmax_scale, causal);
+  return mla::check(args);
+}
+
 NB_MODULE(_C, m) {
   m.doc() = "libmla C++ core (nanobind). Use the libmla package, not this module.";
 #ifdef MLA_VERSION
@@ -610,15 +628,9 @@ NB_MODULE(_C, m) {
       [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
          nb::handle cache_seqlens_obj, int head_dim_v, double softmax_scale, bool causal,
          std::optional<OutArray> out, std::optional<OutArray> lse) {
-        const InArray q = import_input(q_obj, "q");
-        const InArray k_cache = import_input(k_cache_obj, "k_cache");
-        const InArray block_table = import_input(block_table_obj, "block_table");
-        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
-        mla::DecodeArgs args = make_args(
-            DecodeArrays{q, k_cache, block_table, cache_seqlens, out ? &*out : nullptr,
-                         lse ? &*lse : nullptr},
-            head_dim_v, softmax_scale, causal);
-        mla::Status st = mla::check(args);
+        const mla::Status st = check_objects(q_obj, k_cache_obj, block_table_obj,
+                                             cache_seqlens_obj, head_dim_v, softmax_scale, causal,
+                                             out, lse);
         return std::make_tuple(std::string(mla::status_code_name(st.code())), st.message());
       },
       "q"_a, "k_cache"_a, "block_table"_a, "cache_seqlens"_a, "head_dim_v"_a, "softmax_scale"_a,
@@ -631,15 +643,8 @@ NB_MODULE(_C, m) {
       [](nb::handle q_obj, nb::handle k_cache_obj, nb::handle block_table_obj,
          nb::handle cache_seqlens_obj, int head_dim_v, double softmax_scale, bool causal,
          std::optional<OutArray> out, std::optional<OutArray> lse) {
-        const InArray q = import_input(q_obj, "q");
-        const InArray k_cache = import_input(k_cache_obj, "k_cache");
-        const InArray block_table = import_input(block_table_obj, "block_table");
-        const InArray cache_seqlens = import_input(cache_seqlens_obj, "cache_seqlens");
-        mla::DecodeArgs args = make_args(
-            DecodeArrays{q, k_cache, block_table, cache_seqlens, out ? &*out : nullptr,
-                         lse ? &*lse : nullptr},
-            head_dim_v, softmax_scale, causal);
-        throw_if_error(mla::check(args));
+        throw_if_error(check_objects(q_obj, k_cache_obj, block_table_obj, cache_seqlens_obj,
+                                     head_dim_v, softmax_scale, causal, out, lse));
       },
       "q"_a, "k_cache"_a, "block_table"_a, "cache_seqlens"_a, "head_dim_v"_a, "softmax_scale"_a,
       "causal"_a, "out"_a = nb::none(), "lse"_a = nb::none(),

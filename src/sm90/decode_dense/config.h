@@ -13,22 +13,27 @@ inline constexpr int kTileDim = 64;         // dims per 128-byte swizzled tile (
 inline constexpr int kNumTilesQK = kHeadDimQK / kTileDim;  // 9 tiles hold one K block
 inline constexpr int kNumTilesV = kHeadDimV / kTileDim;    // V = the first 8 of them
 inline constexpr int kTileBytes = kBlockN * kTileDim * 2;   // 8 KiB: one TMA box
-inline constexpr int kNumStages = 2;        // K blocks in flight
-inline constexpr int kThreads = 384;        // WG0, WG1: consumers; WG2: TMA producer
-inline constexpr int kConsumerRegs = 232;   // setmaxnreg budgets: 2*128*232 + 128*40 <= 64K
-inline constexpr int kProducerRegs = 40;
-inline constexpr int kHalfV = kHeadDimV / 2;  // each consumer warpgroup owns 256 output dims
-inline constexpr int kHalfN = kBlockN / 2;    // and computes S for 32 of a block's 64 tokens
+inline constexpr int kNumBuffers = 2;       // K blocks in shared memory: the A and B block of a pair
+inline constexpr int kThreads = 256;        // two warpgroups; no producer (they issue the TMA loads)
+inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output dims
+// A K block is loaded as two halves with their own mbarriers, because the halves are freed at
+// different times: tiles [0, 4) hold V[:, 0:256) (read by WG0), tiles [4, 9) hold V[:, 256:512)
+// and the rope dims (read by WG1 for P V).
+inline constexpr int kTilesLeft = kHalfV / kTileDim;            // 4
+inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
 
 static_assert(kHeadDimQK % kTileDim == 0, "d_qk must be a whole number of 64-dim tiles");
 static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two warpgroups");
-static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs <= 65536, "register budget overflow");
 
-// Named barriers (id 0 is __syncthreads); all are full barriers of the 256 consumer threads.
+// Named barriers (id 0 is __syncthreads). The hand-offs between the warpgroups are one-way:
+// the producing warpgroup arrives (bar.arrive), the consuming one waits (bar.sync), 256 threads.
 enum class NamedBarrier : int {
-  kQReady = 1,  // Q of a request is in shared memory
-  kMax = 2,     // both warpgroups' block row maxima (or a request's row sums) are published
-  kPReady = 3,  // both halves of P are written (and the tail V rows zeroed)
+  kQReady = 1,     // full: Q of a request written by plain loads
+  kScaleA = 2,     // WG0 -> WG1: running max after block A, and P_A in smem
+  kScaleB = 3,     // WG1 -> WG0: running max after block B, and P_B in smem
+  kSegmentEnd = 4, // full: both warpgroups finished a request's blocks; row sums exchanged
+  kWarpgroup0 = 5, // 128 threads of one warpgroup (tail V rows zeroed before its P V)
+  kWarpgroup1 = 6,
 };
 
 }  // namespace mla::sm90::decode_dense

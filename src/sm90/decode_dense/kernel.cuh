@@ -5,23 +5,32 @@
 // as the scheduler dealt them (src/sched/metadata.h): possibly the tail of one request, whole
 // requests, and the head of another. One CTA per SM (about 225 KiB of shared memory).
 //
-// Warpgroups (384 threads):
-//   WG0, WG1 (consumers), symmetric: for each 64-token block, WG w computes the scores of tokens
-//        [32w, 32w + 32) for all 64 rows (S = Q K^T, wgmma 64x32x16, 36 steps over 576 dims),
-//        masks them, exchanges row maxima with the other warpgroup through shared memory (so both
-//        keep the same running max), writes its 32 columns of P (bf16/fp16), and after a barrier
-//        computes O[:, 256w : 256w + 256] = diag(f) O + P V[:, 256w : 256w + 256] (wgmma
-//        64x256x16) with the whole P. Each warpgroup thus does half of both GEMMs and half of the
-//        softmax: the tensor-core work is balanced.
-//   WG2 (producer, one thread): TMA loads of 64-token KV blocks (9 boxes of 64 tokens x 64 dims,
-//        128-byte swizzle, EVICT_FIRST) into a 2-stage ring, completing on mbarriers.
-// V is the first 512 dims of the same shared-memory K block: never loaded twice.
+// Two warpgroups, "seesaw" schedule (the idea of FlashMLA's public deep-dive): the 64 x 512 fp32
+// output is split by columns, O_L (dims 0..255) in WG0's registers and O_R (256..511) in WG1's.
+// A request's blocks are taken in pairs (A, B); A sits in K buffer 0, B in buffer 1.
+//   WG0: S_A = Q K_A^T (all 576 dims)      WG1: S_B = Q K_B^T
+//   WG0: softmax of A against the running max m -> m', alpha; O_L = alpha O_L + P_A V_A,L
+//   WG1: softmax of B against m' -> m'', beta; O_R = alpha beta O_R + P_B V_B,R
+//   WG0: O_L = beta O_L + P_B V_B,L            WG1: O_R += (beta P_A) V_A,R
+// so one warpgroup's softmax runs while the other's wgmmas keep the tensor cores busy. P of the
+// own block is the register A operand (wgmma RS); the other warpgroup's P comes through shared
+// memory. The running max and the rescale factors go through shared-memory mailboxes, announced
+// with bar.arrive / bar.sync (see NamedBarrier in config.h).
+//
+// Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle,
+// EVICT_FIRST) in two halves with their own mbarriers; each half of the next pair's block is
+// requested by the warpgroup that reads it last, as soon as its last wgmma on it completed:
+//   buffer 0, tiles 0..3 (V_A,L): WG0 after P_A V_A,L      tiles 4..8: WG1 after P_A V_A,R
+//   buffer 1, tiles 0..3 (V_B,L): WG0 after P_B V_B,L      tiles 4..8: WG1 after P_B V_B,R
+// Within a request the next pair's loads overlap the current pair's work; the first two blocks of
+// the next request (and its Q) are requested when the current request's last pair is done.
 //
 // Shared memory (1024-byte aligned; each tile 64 rows x 128 bytes, TMA SWIZZLE_128B):
-//   q  [9 tiles]               72 KiB   A operand of S = Q K^T (K-major)
-//   k  [2 stages][9 tiles]    144 KiB   B operand of S (K-major) and of O += P V (MN-major)
-//   p  [1 tile]                 8 KiB   A operand of O += P V (K-major)
-//   exchange [2][64] floats (row maxima / row sums between the warpgroups); mbarriers.
+//   q  [9 tiles]                 72 KiB   A operand of S = Q K^T (K-major)
+//   k  [2 buffers][9 tiles]     144 KiB   B operand of S (K-major) and of P V (MN-major)
+//   p1 [1 tile]                   8 KiB   P_B for WG0 (K-major)
+//   P_A for WG1 lives in buffer 0's tile 8 (rope dims of block A, dead once S_A is done; the
+//   next load of that tile is issued by WG1 after its last read of P_A).
 //
 // Tokens past cache_seqlens in a request's last page may hold NaN: their scores are replaced by
 // -inf (a select, so NaN does not propagate), and their V rows are zeroed in shared memory before
@@ -45,12 +54,15 @@ namespace mla::sm90::decode_dense {
 template <typename Element>
 struct SharedStorage {
   alignas(1024) Element q[kNumTilesQK][kBlockM * kTileDim];
-  alignas(1024) Element k[kNumStages][kNumTilesQK][kBlockN * kTileDim];
-  alignas(1024) Element p[kBlockM * kTileDim];
-  float exchange[2][kBlockM];  // per warpgroup: block row maxima, then a request's row sums
-  alignas(8) uint64_t k_full[kNumStages];   // TMA bytes of a stage landed
-  alignas(8) uint64_t k_empty[kNumStages];  // all 8 consumer warps done with a stage
-  alignas(8) uint64_t q_full;                // TMA bytes of a request's Q landed
+  alignas(1024) Element k[kNumBuffers][kNumTilesQK][kBlockN * kTileDim];
+  alignas(1024) Element p1[kBlockM * kTileDim];
+  // The running max after block A (from WG0) and after block B (from WG1). The receiver derives
+  // the rescale factor from its own copy of the previous max with the same arithmetic.
+  float mailbox_a[kBlockM];
+  float mailbox_b[kBlockM];
+  float row_sums[2][2][kBlockM];   // [request parity][warpgroup]: row sums at a request's end
+  alignas(8) uint64_t k_full[kNumBuffers][2];  // [buffer][half]: TMA bytes of the half landed
+  alignas(8) uint64_t q_full;                  // TMA bytes of a request's Q landed
 };
 
 // ---- small PTX wrappers ----------------------------------------------------------------------
@@ -97,15 +109,6 @@ __device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int threads)
 }
 __device__ __forceinline__ void named_barrier_arrive(NamedBarrier id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
-}
-
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegs));
-}
-template <int kRegs>
-__device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegs));
 }
 
 // L2 policy for KV: read exactly once per decode step, so it should not evict anything else.
@@ -155,10 +158,12 @@ template <typename Element>
 struct MmaOps;
 template <>
 struct MmaOps<__nv_bfloat16> {
-  using QK = cute::SM90::GMMA::MMA_64x32x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
+  using QK = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                            cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                             cute::SM90::GMMA::Major::MN>;
+  using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K,
+                                                                cute::SM90::GMMA::Major::MN>;
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
@@ -169,10 +174,12 @@ struct MmaOps<__nv_bfloat16> {
 };
 template <>
 struct MmaOps<__half> {
-  using QK = cute::SM90::GMMA::MMA_64x32x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
+  using QK = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                          cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                           cute::SM90::GMMA::Major::MN>;
+  using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<cute::SM90::GMMA::Major::K,
+                                                              cute::SM90::GMMA::Major::MN>;
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     __half2 v = __floats2half2_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
@@ -191,13 +198,28 @@ template <class Op, int N>
 __device__ __forceinline__ void gmma(uint64_t desc_a, uint64_t desc_b, float (&acc)[N]) {
   gmma_impl<Op>(desc_a, desc_b, acc, std::make_index_sequence<N>{});
 }
+template <class Op, int N, size_t... I>
+__device__ __forceinline__ void gmma_rs_impl(const uint32_t (&a)[4], uint64_t desc_b,
+                                             float (&acc)[N], std::index_sequence<I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], desc_b, acc[I]...);
+}
+// wgmma with A (64 x 16) from registers: a[] is this thread's fragment (see p_fragment below).
+template <class Op, int N>
+__device__ __forceinline__ void gmma_rs(const uint32_t (&a)[4], uint64_t desc_b, float (&acc)[N]) {
+  gmma_rs_impl<Op>(a, desc_b, acc, std::make_index_sequence<N>{});
+}
+template <int N>
+__device__ __forceinline__ void fence_fragment(uint32_t (&frag)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(frag[i])::"memory");
+}
 template <int N>
 __device__ __forceinline__ void fence_accumulator(float (&acc)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(acc[i]);
 }
 
-// ---- the walk over a part's blocks, shared by producer and consumers -------------------------
+// ---- the walk over a part's blocks ------------------------------------------------------------
 
 struct RequestRange {
   int first_block;  // inclusive
@@ -214,33 +236,6 @@ __device__ __forceinline__ RequestRange request_range(const mla::detail::PartMet
   return r;
 }
 
-// Producer: one thread walks the part's blocks in the consumers' order and keeps the 2-stage
-// ring of K blocks full.
-template <typename Element>
-__device__ __forceinline__ void produce(const Params& params, const mla::detail::PartMetadata& part,
-                                        const CUtensorMap& kv_map, SharedStorage<Element>& smem,
-                                        int kv_head) {
-  int counter = 0;
-  for (int req = part.begin_req; req <= part.end_req; ++req) {
-    const RequestRange range = request_range(part, req, params.cache_seqlens[req]);
-    const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
-    for (int blk = range.first_block; blk < range.end_block; ++blk, ++counter) {
-      const int stage = counter % kNumStages;
-      const uint32_t phase = (counter / kNumStages) & 1;
-      mbarrier_wait(&smem.k_empty[stage], phase ^ 1);
-      const int page = pages[blk];
-      // One barrier for the 9 tiles. (A barrier per tile, waited between the wgmmas of S, was
-      // measured slower: ptxas then inserts a warpgroup.arrive before each wgmma.)
-      mbarrier_arrive_expect_tx(&smem.k_full[stage], kNumTilesQK * kTileBytes);
-#pragma unroll
-      for (int t = 0; t < kNumTilesQK; ++t) {
-        tma_load_4d(&kv_map, &smem.k_full[stage], smem.k[stage][t], t * kTileDim, 0, kv_head,
-                    page);
-      }
-    }
-  }
-}
-
 // First request at or after req (up to the part's last) with KV blocks in this part; -1 if none.
 __device__ __forceinline__ int next_nonempty_request(const Params& params,
                                                      const mla::detail::PartMetadata& part,
@@ -252,7 +247,9 @@ __device__ __forceinline__ int next_nonempty_request(const Params& params,
   return -1;
 }
 
-// One thread: the 9 boxes of Q (64 rows x 64 dims each) of request req into smem.q, on q_full.
+// ---- TMA issue (one thread each) -------------------------------------------------------------
+
+// The 9 boxes (64 rows x 64 dims each) of request req's Q rows into smem.q, on q_full.
 template <typename Element>
 __device__ __forceinline__ void issue_q_load(const Params& params, const CUtensorMap& q_map,
                                              SharedStorage<Element>& smem, int m_block,
@@ -267,82 +264,285 @@ __device__ __forceinline__ void issue_q_load(const Params& params, const CUtenso
   }
 }
 
-// Consumer warpgroups 0 and 1: see the comment at the top of this file.
+// One half of KV page `page` (kHalf 0: tiles 0..3, 1: tiles 4..8) into K buffer buf.
+template <int kHalf, typename Element>
+__device__ __forceinline__ void issue_k_half(const CUtensorMap& kv_map,
+                                             SharedStorage<Element>& smem, int buf, int kv_head,
+                                             int page) {
+  constexpr int kFirst = kHalf == 0 ? 0 : kTilesLeft;
+  constexpr int kCount = kHalf == 0 ? kTilesLeft : kTilesRight;
+  mbarrier_arrive_expect_tx(&smem.k_full[buf][kHalf], kCount * kTileBytes);
+#pragma unroll
+  for (int t = kFirst; t < kFirst + kCount; ++t) {
+    tma_load_4d(&kv_map, &smem.k_full[buf][kHalf], smem.k[buf][t], t * kTileDim, 0, kv_head, page);
+  }
+}
+
+// Start of a request's blocks: its Q (by TMA) and its first two blocks (A into buffer 0, B into
+// buffer 1). Called when both buffers and Q are free.
 template <typename Element>
-__device__ __forceinline__ void consume(const Params& params, const mla::detail::PartMetadata& part,
-                                        const CUtensorMap& q_map, SharedStorage<Element>& smem,
-                                        int m_block, int kv_head, int warpgroup, int wg_thread) {
+__device__ __forceinline__ void issue_request_start(const Params& params,
+                                                    const mla::detail::PartMetadata& part,
+                                                    const CUtensorMap& kv_map,
+                                                    const CUtensorMap& q_map,
+                                                    SharedStorage<Element>& smem, int m_block,
+                                                    int kv_head, int req) {
+  const RequestRange r = request_range(part, req, params.cache_seqlens[req]);
+  const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
+  const int page_a = pages[r.first_block];
+  const int page_b = r.first_block + 1 < r.end_block ? pages[r.first_block + 1] : -1;
+  if (params.q_tma) issue_q_load(params, q_map, smem, m_block, kv_head, req);
+  issue_k_half<0>(kv_map, smem, 0, kv_head, page_a);
+  issue_k_half<1>(kv_map, smem, 0, kv_head, page_a);
+  if (page_b >= 0) {
+    issue_k_half<1>(kv_map, smem, 1, kv_head, page_b);
+    issue_k_half<0>(kv_map, smem, 1, kv_head, page_b);
+  }
+}
+
+// ---- warpgroup-wide pieces of the block step ---------------------------------------------------
+
+// S += Q K^T over tiles [kFirst, kLast) of the K block at k_base (wgmma 64x64x16, 4 per tile).
+template <typename Ops, int kFirst, int kLast>
+__device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, float (&s)[kBlockN / 2]) {
+  const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
+  const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
+#pragma unroll
+  for (int t = kFirst; t < kLast; ++t) {
+#pragma unroll
+    for (int kk = 0; kk < kTileDim / 16; ++kk) {
+      const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
+      gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset), s);
+    }
+  }
+}
+
+// V is MN-major: 64-dim chunks are whole tiles apart (lbo), 8 tokens are 1024 bytes (sbo).
+__device__ __forceinline__ uint64_t v_descriptor(uint32_t v_base) {
+  return make_desc_sw128(v_base, kTileBytes, 1024);
+}
+
+// O += P V[:, half] with P in registers (this warpgroup's own block).
+template <typename Ops>
+__device__ __forceinline__ void issue_pv_regs(const uint32_t (&p)[kBlockN / 4], uint32_t v_base,
+                                              float (&o)[kHalfV / 2]) {
+  const uint64_t desc_v0 = v_descriptor(v_base);
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint32_t a[4] = {p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3]};
+    gmma_rs<typename Ops::PVRegs>(a, desc_advance(desc_v0, kk * 16 * 128), o);
+  }
+}
+
+// O += P V[:, half] with P in shared memory (the other warpgroup's block).
+template <typename Ops>
+__device__ __forceinline__ void issue_pv_smem(uint32_t p_base, uint32_t v_base,
+                                              float (&o)[kHalfV / 2]) {
+  const uint64_t desc_p0 = make_desc_sw128(p_base, 16, 1024);
+  const uint64_t desc_v0 = v_descriptor(v_base);
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    gmma<typename Ops::PV>(desc_advance(desc_p0, kk * 32), desc_advance(desc_v0, kk * 16 * 128), o);
+  }
+}
+
+// ---- per-thread softmax pieces (accumulator layout: this thread holds rows row0 and row0 + 8,
+//      columns 8 i + col0 + {0, 1}; s[4 i + 2 h + e] is row row0 + 8 h, column 8 i + col0 + e) ---
+
+// Scales the scores of one block to the base-2 domain and, when `masked`, replaces those of
+// tokens at or past the row's key bound (relative to the block) by -inf. Returns the row maxima
+// over the whole block (reduced over the 4 threads sharing a row).
+__device__ __forceinline__ void scale_mask_max(float (&s)[kBlockN / 2], float scale_log2,
+                                               bool masked, const int (&bound)[2], int col0,
+                                               float (&block_max)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& v = s[4 * i + 2 * h + e];
+        v = (!masked || 8 * i + col0 + e < bound[h]) ? v * scale_log2 : -INFINITY;
+        m = fmaxf(m, v);
+      }
+    }
+    m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
+    block_max[h] = m;
+  }
+}
+
+// New running max from the old one and a block's maxima: returns the exponent base (0 instead of
+// -inf while no key was visible, so that -inf - -inf never happens) and the factor for the old
+// accumulators.
+__device__ __forceinline__ void update_max(float (&row_max)[2], const float (&block_max)[2],
+                                           float (&base)[2], float (&rescale)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float new_max = fmaxf(row_max[h], block_max[h]);
+    base[h] = new_max == -INFINITY ? 0.0f : new_max;
+    rescale[h] = exp2f(row_max[h] - base[h]);
+    row_max[h] = new_max;
+  }
+}
+
+// p = 2^(s - base) in place; adds this thread's part of the row sums to row_sum (scaled first).
+__device__ __forceinline__ void exponentiate(float (&s)[kBlockN / 2], const float (&base)[2],
+                                             const float (&rescale)[2], float (&row_sum)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& v = s[4 * i + 2 * h + e];
+        v = exp2f(v - base[h]);
+        sum += v;
+      }
+    }
+    row_sum[h] = row_sum[h] * rescale[h] + sum;
+  }
+}
+
+__device__ __forceinline__ void scale_rows(float (&o)[kHalfV / 2], const float (&f)[2]) {
+#pragma unroll
+  for (int i = 0; i < kHalfV / 8; ++i) {
+    o[4 * i + 0] *= f[0];
+    o[4 * i + 1] *= f[0];
+    o[4 * i + 2] *= f[1];
+    o[4 * i + 3] *= f[1];
+  }
+}
+
+// P (accumulator layout, fp32) -> 16-bit pairs. Pair n holds s[2n], s[2n+1]
+// (row row0 + 8 (n % 2), columns 8 (n / 2) + col0 + {0, 1}). These are exactly the registers of
+// the wgmma A fragments: k-step kk (tokens 16 kk .. 16 kk + 15) is pairs 4 kk .. 4 kk + 3.
+template <typename Ops>
+__device__ __forceinline__ void pack_p(const float (&s)[kBlockN / 2], uint32_t (&p)[kBlockN / 4]) {
+#pragma unroll
+  for (int n = 0; n < kBlockN / 4; ++n) p[n] = Ops::pack(s[2 * n], s[2 * n + 1]);
+}
+
+// Writes packed P into a 64 x 64 K-major tile with the 128-byte swizzle (the wgmma A layout).
+__device__ __forceinline__ void store_p(uint32_t p_base, const uint32_t (&p)[kBlockN / 4],
+                                        int row0, int col0) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + 8 * h;
+    // Swizzled address of (row, 8 i + col0) is row_base ^ (i << 4) (see swizzled_offset).
+    uint32_t row_base = p_base + row * 128 + ((row & 7) << 4) + col0 * 2;
+    asm volatile("" : "+r"(row_base));
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; ++i) {
+      asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_base ^ (i << 4)), "r"(p[2 * i + h])
+                   : "memory");
+    }
+  }
+}
+
+// Zeroes rows [valid_tokens, 64) of the 4 V tiles of one warpgroup's half of a K buffer (tokens
+// past the end of a request's last page), then makes the zeros visible to this warpgroup's wgmma.
+template <typename Element>
+__device__ __forceinline__ void zero_tail_v_rows(Element (&buffer)[kNumTilesQK][kBlockN * kTileDim],
+                                                 int first_tile, int valid_tokens, int wg_thread,
+                                                 NamedBarrier warpgroup_barrier) {
+  const int rows = kBlockN - valid_tokens;
+  for (int i = wg_thread; i < kTilesLeft * rows * 8; i += 128) {
+    const int tile = first_tile + i / (rows * 8);
+    const int rem = i % (rows * 8);
+    uint8_t* dst = reinterpret_cast<uint8_t*>(buffer[tile]) + (valid_tokens + rem / 8) * 128 +
+                   (rem % 8) * 16;
+    *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+  }
+  fence_proxy_async();
+  named_barrier_sync(warpgroup_barrier, 128);
+}
+
+// ---- both warpgroups: see the comment at the top of this file ----------------------------------
+
+template <typename Element>
+__device__ __forceinline__ void attend(const Params& params, const mla::detail::PartMetadata& part,
+                                       const CUtensorMap& kv_map, const CUtensorMap& q_map,
+                                       SharedStorage<Element>& smem, int m_block, int kv_head,
+                                       int warpgroup, int wg_thread) {
   using Ops = MmaOps<Element>;
   const int warp = wg_thread / 32;
   const int lane = wg_thread % 32;
-  // wgmma accumulator fragment: this thread holds rows row0 and row0 + 8 of the 64-row tile,
-  // columns 8 * i + col0 + {0, 1}.
   const int row0 = warp * 16 + lane / 4;
   const int col0 = (lane % 4) * 2;
   const int first_row = m_block * kBlockM;
   const int other = warpgroup ^ 1;
-  // This warpgroup's tokens of a block for S: [token0, token0 + 32).
-  const int token0 = warpgroup * kHalfN;
+  const bool issuer = wg_thread == 0;  // this warpgroup's TMA-issuing thread
 
-  float o[kHalfV / 2];  // 64 x 256 fp32 accumulator slice of this warpgroup: 128 per thread
+  float o[kHalfV / 2];        // 64 x 256 fp32 output slice of this warpgroup: 128 per thread
+  float s[kBlockN / 2];       // scores, then P, of this warpgroup's block of the pair
+  uint32_t p_frag[kBlockN / 4];  // P as 16-bit wgmma A fragments
 #pragma unroll
   for (int i = 0; i < kHalfV / 2; ++i) o[i] = 0.0f;
-
-  // Per-row softmax state, identical in both warpgroups (the block maxima are exchanged):
-  // running max in the base-2 scaled domain, and this thread's partial sum over its columns.
+  // Per-row softmax state: running max in the base-2 scaled domain (kept equal in both
+  // warpgroups through the mailboxes) and this thread's partial sum over the columns of the
+  // blocks whose softmax this warpgroup computed.
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};
 
   const uint32_t q_base = smem_addr(smem.q[0]);
-  const uint32_t p_base = smem_addr(smem.p);
-
-  // Q by TMA: the first request's Q is requested now; each later one as soon as both warpgroups
-  // finished the previous request's last S (so it lands during that block's softmax and P V).
+  const uint32_t k_base[kNumBuffers] = {smem_addr(smem.k[0][0]), smem_addr(smem.k[1][0])};
+  const uint32_t p0_base = smem_addr(smem.k[0][kNumTilesQK - 1]);
+  const uint32_t p1_base = smem_addr(smem.p1);
+  // This warpgroup's V half of each buffer.
+  const uint32_t v_base[kNumBuffers] = {k_base[0] + warpgroup * kTilesLeft * kTileBytes,
+                                        k_base[1] + warpgroup * kTilesLeft * kTileBytes};
+  uint32_t k_phase[kNumBuffers] = {0, 0};
   uint32_t q_phase = 0;
-  if (params.q_tma && threadIdx.x == 0) {
+  int request_parity = 0;
+
+  if (threadIdx.x == 0) {
     const int first_req = next_nonempty_request(params, part, part.begin_req);
-    if (first_req >= 0) issue_q_load(params, q_map, smem, m_block, kv_head, first_req);
+    if (first_req >= 0)
+      issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, first_req);
   }
 
-  int counter = 0;
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const int seqlen = params.cache_seqlens[req];
     const RequestRange range = request_range(part, req, seqlen);
     if (range.first_block >= range.end_block) continue;
+    const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
 
     if (params.q_tma) {
       mbarrier_wait(&smem.q_full, q_phase);
       q_phase ^= 1;
     } else {
       // Q of this request, loaded by both warpgroups: 64 rows x 72 chunks of 16 bytes; rows past
-      // the CTA's valid rows are zero. The previous request's last S was waited for before its
-      // last kMax barrier, which both warpgroups passed, so Q can be overwritten.
+      // the CTA's valid rows are zero. The previous request's S products all completed before
+      // its kSegmentEnd barrier, so Q can be overwritten.
       const char* q_bytes = static_cast<const char*>(params.q);
       // 18 chunks per thread, issued 9 at a time so that the loads overlap: Q sits on the
       // critical path of every request (a CTA of a small batch may see only one or two).
       constexpr int kChunks = kBlockM * (kHeadDimQK / 8);
       constexpr int kBatch = 9;
-      static_assert(kChunks % (256 * kBatch) == 0, "Q chunks must split evenly over the batches");
+      static_assert(kChunks % (kThreads * kBatch) == 0, "Q chunks must split evenly over the batches");
 #pragma unroll 1
-      for (int first_chunk = 0; first_chunk < kChunks; first_chunk += 256 * kBatch) {
+      for (int first_chunk = 0; first_chunk < kChunks; first_chunk += kThreads * kBatch) {
         uint4 value[kBatch];
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-          const int chunk = first_chunk + u * 256 + threadIdx.x;
+          const int chunk = first_chunk + u * kThreads + threadIdx.x;
           const int global_row = first_row + chunk / (kHeadDimQK / 8);
           const int c16 = chunk % (kHeadDimQK / 8);
           value[u] = make_uint4(0, 0, 0, 0);
           if (global_row < params.rows_per_kv_head) {
-            const int s = global_row / params.heads_per_kv;
+            const int sq = global_row / params.heads_per_kv;
             const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-            const int64_t elem = req * params.q_batch_stride + s * params.q_seq_stride +
+            const int64_t elem = req * params.q_batch_stride + sq * params.q_seq_stride +
                                  head * params.q_head_stride + c16 * 8;
             value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
           }
         }
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
-          const int chunk = first_chunk + u * 256 + threadIdx.x;
+          const int chunk = first_chunk + u * kThreads + threadIdx.x;
           const int row = chunk / (kHeadDimQK / 8);
           const int c16 = chunk % (kHeadDimQK / 8);
           uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[c16 / 8]) + swizzled_offset(row, (c16 % 8) * 8);
@@ -350,179 +550,227 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         }
       }
       fence_proxy_async();
-      named_barrier_sync(NamedBarrier::kQReady, 256);
+      named_barrier_sync(NamedBarrier::kQReady, kThreads);
     }
 
-    // Causal: query token s of this request sees keys [0, seqlen - s_q + s].
+    // Causal: query token sq of this request sees keys [0, seqlen - s_q + sq]. mask_start is the
+    // smallest bound over the CTA's rows: blocks ending at or before it need no mask.
     int key_bound[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int s = (first_row + row0 + 8 * h) / params.heads_per_kv;
-      key_bound[h] = params.causal ? min(seqlen, seqlen - params.seqlen_q + s + 1) : seqlen;
+      const int sq = (first_row + row0 + 8 * h) / params.heads_per_kv;
+      key_bound[h] = params.causal ? min(seqlen, seqlen - params.seqlen_q + sq + 1) : seqlen;
+    }
+    const int mask_start =
+        params.causal ? min(seqlen, seqlen - params.seqlen_q + first_row / params.heads_per_kv + 1)
+                      : seqlen;
+
+    // S of the first pair: WG0 block A (buffer 0), WG1 block B (buffer 1), if there is one.
+    const int first = range.first_block;
+    const int end = range.end_block;
+    if (warpgroup == 0 || first + 1 < end) {
+      const int buf = warpgroup;
+      // Selects, not array indexing, so the small arrays stay in registers.
+      const uint32_t phase = buf == 0 ? k_phase[0] : k_phase[1];
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
+      fence_accumulator(s);
+      mbarrier_wait(&smem.k_full[buf][0], phase);
+      mbarrier_wait(&smem.k_full[buf][1], phase);
+      cute::warpgroup_arrive();
+      issue_qk<Ops, 0, kNumTilesQK>(q_base, buf == 0 ? k_base[0] : k_base[1], s);
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+      fence_accumulator(s);
     }
 
-    for (int blk = range.first_block; blk < range.end_block; ++blk, ++counter) {
-      const int stage = counter % kNumStages;
-      const uint32_t phase = (counter / kNumStages) & 1;
-      const uint32_t k_base = smem_addr(smem.k[stage][0]);
-      mbarrier_wait(&smem.k_full[stage], phase);
+    for (int a = first; a < end; a += 2) {
+      const int b = a + 1;
+      const bool has_b = b < end;
+      const bool next_a = a + 2 < end;
+      const bool next_b = b + 2 < end;
+      // Page numbers for the loads this warpgroup issues later in the pair, read early.
+      int next_page_a = 0, next_page_b = 0;
+      if (issuer) {
+        if (next_a) next_page_a = __ldg(pages + a + 2);
+        if (next_b) next_page_b = __ldg(pages + b + 2);
+      }
+      float block_max[2], base[2], alpha[2];
 
-      // ---- S[:, token0 : token0 + 32] = Q K^T (NaN K rows past the end only reach masked
-      //      columns, which the select below replaces) ----
-      float s_acc[kHalfN / 2];
-#pragma unroll
-      for (int i = 0; i < kHalfN / 2; ++i) s_acc[i] = 0.0f;
-      fence_accumulator(s_acc);
-      {
-        const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
-        const uint64_t desc_k0 = make_desc_sw128(k_base + token0 * 128, 16, 1024);
-        cute::warpgroup_arrive();
-#pragma unroll
-        for (int t = 0; t < kNumTilesQK; ++t) {
-#pragma unroll
-          for (int kk = 0; kk < kTileDim / 16; ++kk) {
-            const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
-            gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset),
-                                   s_acc);
-          }
+      if (warpgroup == 0) {
+        // ---- softmax of A: running max m -> m'; m' and P_A published for WG1 ----
+        int bound[2] = {key_bound[0] - a * kBlockN, key_bound[1] - a * kBlockN};
+        scale_mask_max(s, params.scale_log2, (a + 1) * kBlockN > mask_start, bound, col0, block_max);
+        update_max(row_max, block_max, base, alpha);
+        if (lane % 4 == 0) {
+          smem.mailbox_a[row0] = row_max[0];
+          smem.mailbox_a[row0 + 8] = row_max[1];
         }
-        cute::warpgroup_commit_batch();
-        cute::warpgroup_wait<0>();
-      }
-      fence_accumulator(s_acc);
+        exponentiate(s, base, alpha, row_sum);
+        pack_p<Ops>(s, p_frag);
+        // P_A goes into buffer 0's tile 8: the rope dims of A, dead since S_A completed.
+        store_p(p0_base, p_frag, row0, col0);
+        fence_proxy_async();
+        named_barrier_arrive(NamedBarrier::kScaleA, kThreads);
+        scale_rows(o, alpha);
 
-      // ---- mask + block max, exchanged with the other warpgroup ----
-      float block_max[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int bound = key_bound[h] - blk * kBlockN - token0;  // columns < bound are visible
-        float m = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < kHalfN / 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& v = s_acc[4 * i + 2 * h + e];
-            v = 8 * i + col0 + e < bound ? v * params.scale_log2 : -INFINITY;
-            m = fmaxf(m, v);
-          }
-        }
-        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
-        block_max[h] = m;
-        if (lane % 4 == 0) smem.exchange[warpgroup][row0 + 8 * h] = m;
-      }
-      named_barrier_sync(NamedBarrier::kMax, 256);
-      if (params.q_tma && threadIdx.x == 0 && blk + 1 == range.end_block) {
-        // Both warpgroups' S of this request are complete: Q may be replaced.
-        const int next_req = next_nonempty_request(params, part, req + 1);
-        if (next_req >= 0) issue_q_load(params, q_map, smem, m_block, kv_head, next_req);
-      }
-      float scale[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float new_max =
-            fmaxf(row_max[h], fmaxf(block_max[h], smem.exchange[other][row0 + 8 * h]));
-        // With no visible key so far the max is -inf; subtract 0 instead to avoid inf - inf.
-        const float base = new_max == -INFINITY ? 0.0f : new_max;
-        scale[h] = exp2f(row_max[h] - base);
-        row_max[h] = new_max;
-        float sum = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kHalfN / 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& v = s_acc[4 * i + 2 * h + e];
-            v = exp2f(v - base);
-            sum += v;
-          }
-        }
-        row_sum[h] = row_sum[h] * scale[h] + sum;
-      }
-
-      // ---- tokens past the end in this (last) block: zero this warpgroup's V rows, since
-      //      0 * NaN in P V would still be NaN. Both S products are complete (kMax). ----
-      const int valid_tokens = min(kBlockN, seqlen - blk * kBlockN);
-      if (valid_tokens < kBlockN) {
-        const int rows = kBlockN - valid_tokens;
-        const int first_tile = warpgroup * (kHalfV / kTileDim);
-        for (int i = wg_thread; i < (kHalfV / kTileDim) * rows * 8; i += 128) {
-          const int tile = first_tile + i / (rows * 8);
-          const int rem = i % (rows * 8);
-          uint8_t* dst = reinterpret_cast<uint8_t*>(smem.k[stage][tile]) +
-                         (valid_tokens + rem / 8) * 128 + (rem % 8) * 16;
-          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-        }
-      }
-
-      // ---- this warpgroup's 32 columns of P; both halves are needed by both P V products ----
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = row0 + 8 * h;
-        // Swizzled address of (row, token0 + 8 i + col0) is row_base ^ ((token0 / 8 + i) << 4).
-        uint32_t row_base = p_base + row * 128 + ((row & 7) << 4) + col0 * 2;
-        asm volatile("" : "+r"(row_base));
-#pragma unroll
-        for (int i = 0; i < kHalfN / 8; ++i) {
-          const uint32_t packed = Ops::pack(s_acc[4 * i + 2 * h], s_acc[4 * i + 2 * h + 1]);
-          asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_base ^ ((token0 / 8 + i) << 4)),
-                       "r"(packed)
-                       : "memory");
-        }
-      }
-      fence_proxy_async();
-      named_barrier_sync(NamedBarrier::kPReady, 256);
-
-      // ---- O[:, half] = diag(scale) O + P V[:, half] ----
-#pragma unroll
-      for (int i = 0; i < kHalfV / 8; ++i) {
-        o[4 * i + 0] *= scale[0];
-        o[4 * i + 1] *= scale[0];
-        o[4 * i + 2] *= scale[1];
-        o[4 * i + 3] *= scale[1];
-      }
-      {
-        const uint32_t v_base = k_base + warpgroup * (kHalfV / kTileDim) * kTileBytes;
-        const uint64_t desc_p0 = make_desc_sw128(p_base, 16, 1024);
-        // V is MN-major: 64-dim chunks are whole tiles apart (lbo), 8 tokens are 1024 bytes (sbo).
-        const uint64_t desc_v0 = make_desc_sw128(v_base, kTileBytes, 1024);
+        // ---- O_L = alpha O_L + P_A V_A,L ----
+        const int valid_a = seqlen - a * kBlockN;
+        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 0, valid_a, wg_thread, NamedBarrier::kWarpgroup0);
         fence_accumulator(o);
+        fence_fragment(p_frag);
         cute::warpgroup_arrive();
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-          gmma<typename Ops::PV>(desc_advance(desc_p0, kk * 32), desc_advance(desc_v0, kk * 16 * 128),
-                                 o);
-        }
+        issue_pv_regs<Ops>(p_frag, v_base[0], o);
         cute::warpgroup_commit_batch();
         cute::warpgroup_wait<0>();
         fence_accumulator(o);
+        fence_fragment(p_frag);
+        if (issuer && next_a) issue_k_half<0>(kv_map, smem, 0, kv_head, next_page_a);
+
+        if (has_b) {
+          // ---- m'' and P_B from WG1: O_L = beta O_L + P_B V_B,L ----
+          named_barrier_sync(NamedBarrier::kScaleB, kThreads);
+          const float max_b[2] = {smem.mailbox_b[row0], smem.mailbox_b[row0 + 8]};
+          float beta[2];
+          update_max(row_max, max_b, base, beta);
+          scale_rows(o, beta);
+          row_sum[0] *= beta[0];
+          row_sum[1] *= beta[1];
+          // Landed long ago (WG1 computed S_B from it); the wait makes the TMA bytes visible here.
+          mbarrier_wait(&smem.k_full[1][0], k_phase[1]);
+          const int valid_b = seqlen - b * kBlockN;
+          if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 0, valid_b, wg_thread, NamedBarrier::kWarpgroup0);
+          fence_accumulator(o);
+          cute::warpgroup_arrive();
+          issue_pv_smem<Ops>(p1_base, v_base[1], o);
+          cute::warpgroup_commit_batch();
+        }
+        k_phase[0] ^= 1;
+        if (has_b) k_phase[1] ^= 1;
+
+        if (next_a) {
+          // ---- S of the next A, overlapping P_B V_B,L ----
+#pragma unroll
+          for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
+          fence_accumulator(s);
+          mbarrier_wait(&smem.k_full[0][0], k_phase[0]);
+          cute::warpgroup_arrive();
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], s);
+          cute::warpgroup_commit_batch();
+          if (has_b) {
+            cute::warpgroup_wait<1>();  // P_B V_B,L done: buffer 1's left half is free
+            if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
+          }
+          mbarrier_wait(&smem.k_full[0][1], k_phase[0]);
+          cute::warpgroup_arrive();
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], s);
+          cute::warpgroup_commit_batch();
+        }
+        cute::warpgroup_wait<0>();
+        fence_accumulator(s);
+        fence_accumulator(o);
+      } else {
+        // ---- WG1: m' and P_A from WG0: O_R = alpha O_R + P_A V_A,R ----
+        named_barrier_sync(NamedBarrier::kScaleA, kThreads);
+        const float max_a[2] = {smem.mailbox_a[row0], smem.mailbox_a[row0 + 8]};
+        update_max(row_max, max_a, base, alpha);
+        scale_rows(o, alpha);
+        mbarrier_wait(&smem.k_full[0][1], k_phase[0]);  // visibility, as above
+        const int valid_a = seqlen - a * kBlockN;
+        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], kTilesLeft, valid_a, wg_thread, NamedBarrier::kWarpgroup1);
+        fence_accumulator(o);
+        cute::warpgroup_arrive();
+        issue_pv_smem<Ops>(p0_base, v_base[0], o);
+        cute::warpgroup_commit_batch();
+
+        if (has_b) {
+          // ---- softmax of B against m' (while P_A V_A,R runs): m'', published with P_B ----
+          int bound[2] = {key_bound[0] - b * kBlockN, key_bound[1] - b * kBlockN};
+          scale_mask_max(s, params.scale_log2, (b + 1) * kBlockN > mask_start, bound, col0, block_max);
+          float beta[2];
+          update_max(row_max, block_max, base, beta);
+          if (lane % 4 == 0) {
+            smem.mailbox_b[row0] = row_max[0];
+            smem.mailbox_b[row0 + 8] = row_max[1];
+          }
+          const float rescale[2] = {alpha[0] * beta[0], alpha[1] * beta[1]};
+          exponentiate(s, base, rescale, row_sum);
+          pack_p<Ops>(s, p_frag);
+          store_p(p1_base, p_frag, row0, col0);
+          fence_proxy_async();
+          named_barrier_arrive(NamedBarrier::kScaleB, kThreads);
+
+          cute::warpgroup_wait<0>();  // P_A V_A,R done: buffer 0's right half (and P_A) is free
+          fence_accumulator(o);
+          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
+
+          // ---- O_R = beta O_R + P_B V_B,R ----
+          scale_rows(o, beta);
+          const int valid_b = seqlen - b * kBlockN;
+          if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], kTilesLeft, valid_b, wg_thread, NamedBarrier::kWarpgroup1);
+          fence_accumulator(o);
+          fence_fragment(p_frag);
+          cute::warpgroup_arrive();
+          issue_pv_regs<Ops>(p_frag, v_base[1], o);
+          cute::warpgroup_commit_batch();
+          cute::warpgroup_wait<0>();  // buffer 1's right half is free
+          fence_accumulator(o);
+          fence_fragment(p_frag);
+          if (issuer && next_b) issue_k_half<1>(kv_map, smem, 1, kv_head, next_page_b);
+        } else {
+          row_sum[0] *= alpha[0];
+          row_sum[1] *= alpha[1];
+          cute::warpgroup_wait<0>();
+          fence_accumulator(o);
+          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
+        }
+        k_phase[0] ^= 1;
+        if (has_b) k_phase[1] ^= 1;
+
+        if (next_b) {
+          // ---- S of the next B: right half first (WG1 freed it; WG0 frees the left later) ----
+#pragma unroll
+          for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
+          fence_accumulator(s);
+          mbarrier_wait(&smem.k_full[1][1], k_phase[1]);
+          cute::warpgroup_arrive();
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], s);
+          cute::warpgroup_commit_batch();
+          mbarrier_wait(&smem.k_full[1][0], k_phase[1]);
+          cute::warpgroup_arrive();
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], s);
+          cute::warpgroup_commit_batch();
+          cute::warpgroup_wait<0>();
+          fence_accumulator(s);
+        }
       }
-      // P and this stage are free once both warpgroups pass the next kMax / k_empty.
-      __syncwarp();
-      if (lane == 0) mbarrier_arrive(&smem.k_empty[stage]);
     }
 
-    // ---- epilogue of this request: final output, or a partial for combine ----
-    float row_inv[2], total_sum[2];
+    // ---- end of this request's blocks: exchange row sums; start the next request's loads ----
+    float total_sum[2], row_inv[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float sum = row_sum[h];
       sum += __shfl_xor_sync(0xffffffff, sum, 1);
       sum += __shfl_xor_sync(0xffffffff, sum, 2);
       total_sum[h] = sum;
+      // Two slots by request parity: a warpgroup may write the next request's sums before the
+      // other has read these, but not before both passed the next kSegmentEnd.
+      if (lane % 4 == 0) smem.row_sums[request_parity][warpgroup][row0 + 8 * h] = sum;
     }
-    // The exchange slots were last read before the last kPReady, which both passed.
-    if (lane % 4 == 0) {
-      smem.exchange[warpgroup][row0] = total_sum[0];
-      smem.exchange[warpgroup][row0 + 8] = total_sum[1];
+    named_barrier_sync(NamedBarrier::kSegmentEnd, kThreads);
+    // All wgmmas of this request completed before the barrier: Q and both K buffers are free.
+    if (threadIdx.x == 0) {
+      const int next_req = next_nonempty_request(params, part, req + 1);
+      if (next_req >= 0)
+        issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req);
     }
-    named_barrier_sync(NamedBarrier::kMax, 256);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      total_sum[h] += smem.exchange[other][row0 + 8 * h];
+      total_sum[h] += smem.row_sums[request_parity][other][row0 + 8 * h];
       row_inv[h] = total_sum[h] > 0.0f ? 1.0f / total_sum[h] : 0.0f;
     }
-    // The next writer of the exchange slots (the next block's maxima) must wait for these reads.
-    named_barrier_sync(NamedBarrier::kPReady, 256);
+    request_parity ^= 1;
 
     const int split_begin = params.split_offsets[req];
     const int num_splits = params.split_offsets[req + 1] - split_begin;
@@ -531,7 +779,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
     for (int h = 0; h < 2; ++h) {
       const int global_row = first_row + row0 + 8 * h;
       if (global_row >= params.rows_per_kv_head) continue;
-      const int s = global_row / params.heads_per_kv;
+      const int sq = global_row / params.heads_per_kv;
       const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
       const float inv = row_inv[h];
       const int dim0 = warpgroup * kHalfV + col0;
@@ -539,7 +787,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
       // compiler computes all 64 products before storing and spills.
       if (num_splits == 1) {
         Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
-                       s * params.out_seq_stride + head * params.out_head_stride + dim0;
+                       sq * params.out_seq_stride + head * params.out_head_stride + dim0;
 #pragma unroll
         for (int i = 0; i < kHalfV / 8; ++i) {
           const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
@@ -547,7 +795,7 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         }
       } else {
         float* out = params.o_partial +
-                     ((static_cast<int64_t>(slot) * params.seqlen_q + s) * params.num_heads_q +
+                     ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
                       head) * kHeadDimV + dim0;
 #pragma unroll
         for (int i = 0; i < kHalfV / 8; ++i) {
@@ -561,10 +809,10 @@ __device__ __forceinline__ void consume(const Params& params, const mla::detail:
         // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
         const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
         if (num_splits == 1) {
-          params.lse[(static_cast<int64_t>(req) * params.num_heads_q + head) * params.seqlen_q + s] =
+          params.lse[(static_cast<int64_t>(req) * params.num_heads_q + head) * params.seqlen_q + sq] =
               any_key ? lse : INFINITY;
         } else {
-          params.lse_partial[(static_cast<int64_t>(slot) * params.seqlen_q + s) *
+          params.lse_partial[(static_cast<int64_t>(slot) * params.seqlen_q + sq) *
                                  params.num_heads_q + head] = any_key ? lse : -INFINITY;
         }
       }
@@ -596,26 +844,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;");
   if (part.num_blocks <= 0) return;
 
-  const int warpgroup = threadIdx.x / 128;
-  const int wg_thread = threadIdx.x % 128;
-
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kNumStages; ++s) {
-      mbarrier_init(&smem.k_full[s], 1);
-      mbarrier_init(&smem.k_empty[s], 8);
+    for (int b = 0; b < kNumBuffers; ++b) {
+      mbarrier_init(&smem.k_full[b][0], 1);
+      mbarrier_init(&smem.k_full[b][1], 1);
     }
     mbarrier_init(&smem.q_full, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
 
-  if (warpgroup == 2) {
-    setmaxnreg_dec<kProducerRegs>();
-    if (wg_thread == 0) produce(params, part, kv_map, smem, kv_head);
-  } else {
-    setmaxnreg_inc<kConsumerRegs>();
-    consume(params, part, q_map, smem, m_block, kv_head, warpgroup, wg_thread);
-  }
+  attend(params, part, kv_map, q_map, smem, m_block, kv_head, threadIdx.x / 128, threadIdx.x % 128);
 }
 
 }  // namespace mla::sm90::decode_dense

@@ -18,8 +18,9 @@
 // with bar.arrive / bar.sync (see NamedBarrier in config.h).
 //
 // Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle,
-// EVICT_FIRST) in two halves with their own mbarriers; each half of the next pair's block is
-// requested by the warpgroup that reads it last, as soon as its last wgmma on it completed:
+// EVICT_FIRST), each completing its own mbarrier so that S = Q K^T starts on the first tile.
+// The next pair's blocks are requested in two halves, each by the warpgroup that reads it last,
+// as soon as its last wgmma on it completed:
 //   buffer 0, tiles 0..3 (V_A,L): WG0 after P_A V_A,L      tiles 4..8: WG1 after P_A V_A,R
 //   buffer 1, tiles 0..3 (V_B,L): WG0 after P_B V_B,L      tiles 4..8: WG1 after P_B V_B,R
 // Within a request the next pair's loads overlap the current pair's work; the first two blocks of
@@ -61,7 +62,7 @@ struct SharedStorage {
   float mailbox_a[kBlockM];
   float mailbox_b[kBlockM];
   float row_sums[2][2][kBlockM];   // [request parity][warpgroup]: row sums at a request's end
-  alignas(8) uint64_t k_full[kNumBuffers][2];  // [buffer][half]: TMA bytes of the half landed
+  alignas(8) uint64_t k_full[kNumBuffers][kNumTilesQK];  // [buffer][tile]: TMA bytes landed
   alignas(8) uint64_t q_full;                  // TMA bytes of a request's Q landed
 };
 
@@ -271,10 +272,10 @@ __device__ __forceinline__ void issue_k_half(const CUtensorMap& kv_map,
                                              int page) {
   constexpr int kFirst = kHalf == 0 ? 0 : kTilesLeft;
   constexpr int kCount = kHalf == 0 ? kTilesLeft : kTilesRight;
-  mbarrier_arrive_expect_tx(&smem.k_full[buf][kHalf], kCount * kTileBytes);
 #pragma unroll
   for (int t = kFirst; t < kFirst + kCount; ++t) {
-    tma_load_4d(&kv_map, &smem.k_full[buf][kHalf], smem.k[buf][t], t * kTileDim, 0, kv_head, page);
+    mbarrier_arrive_expect_tx(&smem.k_full[buf][t], kTileBytes);
+    tma_load_4d(&kv_map, &smem.k_full[buf][t], smem.k[buf][t], t * kTileDim, 0, kv_head, page);
   }
 }
 
@@ -303,18 +304,32 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
 // ---- warpgroup-wide pieces of the block step ---------------------------------------------------
 
 // S += Q K^T over tiles [kFirst, kLast) of the K block at k_base (wgmma 64x64x16, 4 per tile).
+// Each tile is waited for on its own barrier and committed as its own group, so the product
+// starts on the first 8 KiB while the rest of the block is still arriving.
 template <typename Ops, int kFirst, int kLast>
-__device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, float (&s)[kBlockN / 2]) {
+__device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint64_t* tile_full,
+                                         uint32_t phase, float (&s)[kBlockN / 2]) {
   const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
   const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
 #pragma unroll
   for (int t = kFirst; t < kLast; ++t) {
+    mbarrier_wait(&tile_full[t], phase);
+    cute::warpgroup_arrive();
 #pragma unroll
     for (int kk = 0; kk < kTileDim / 16; ++kk) {
       const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
       gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset), s);
     }
+    cute::warpgroup_commit_batch();
   }
+}
+
+// Waits for tiles [kFirst, kLast) of a K buffer (already landed when this is used before P V:
+// the wait makes the TMA bytes visible to this warpgroup).
+template <int kFirst, int kLast>
+__device__ __forceinline__ void wait_tiles(uint64_t* tile_full, uint32_t phase) {
+#pragma unroll
+  for (int t = kFirst; t < kLast; ++t) mbarrier_wait(&tile_full[t], phase);
 }
 
 // V is MN-major: 64-dim chunks are whole tiles apart (lbo), 8 tokens are 1024 bytes (sbo).
@@ -575,11 +590,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
       fence_accumulator(s);
-      mbarrier_wait(&smem.k_full[buf][0], phase);
-      mbarrier_wait(&smem.k_full[buf][1], phase);
-      cute::warpgroup_arrive();
-      issue_qk<Ops, 0, kNumTilesQK>(q_base, buf == 0 ? k_base[0] : k_base[1], s);
-      cute::warpgroup_commit_batch();
+      issue_qk<Ops, 0, kNumTilesQK>(q_base, buf == 0 ? k_base[0] : k_base[1], smem.k_full[buf],
+                                    phase, s);
       cute::warpgroup_wait<0>();
       fence_accumulator(s);
     }
@@ -637,7 +649,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           row_sum[0] *= beta[0];
           row_sum[1] *= beta[1];
           // Landed long ago (WG1 computed S_B from it); the wait makes the TMA bytes visible here.
-          mbarrier_wait(&smem.k_full[1][0], k_phase[1]);
+          wait_tiles<0, kTilesLeft>(smem.k_full[1], k_phase[1]);
           const int valid_b = seqlen - b * kBlockN;
           if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 0, valid_b, wg_thread, NamedBarrier::kWarpgroup0);
           fence_accumulator(o);
@@ -653,18 +665,14 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          mbarrier_wait(&smem.k_full[0][0], k_phase[0]);
-          cute::warpgroup_arrive();
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], s);
-          cute::warpgroup_commit_batch();
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], smem.k_full[0], k_phase[0], s);
           if (has_b) {
-            cute::warpgroup_wait<1>();  // P_B V_B,L done: buffer 1's left half is free
+            // P_B V_B,L (the group before the kTilesLeft tile groups) done: buffer 1's left half
+            // is free.
+            cute::warpgroup_wait<kTilesLeft>();
             if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
           }
-          mbarrier_wait(&smem.k_full[0][1], k_phase[0]);
-          cute::warpgroup_arrive();
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], s);
-          cute::warpgroup_commit_batch();
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s);
         }
         cute::warpgroup_wait<0>();
         fence_accumulator(s);
@@ -675,7 +683,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         const float max_a[2] = {smem.mailbox_a[row0], smem.mailbox_a[row0 + 8]};
         update_max(row_max, max_a, base, alpha);
         scale_rows(o, alpha);
-        mbarrier_wait(&smem.k_full[0][1], k_phase[0]);  // visibility, as above
+        wait_tiles<kTilesLeft, 2 * kTilesLeft>(smem.k_full[0], k_phase[0]);  // visibility, as above
         const int valid_a = seqlen - a * kBlockN;
         if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], kTilesLeft, valid_a, wg_thread, NamedBarrier::kWarpgroup1);
         fence_accumulator(o);
@@ -732,14 +740,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          mbarrier_wait(&smem.k_full[1][1], k_phase[1]);
-          cute::warpgroup_arrive();
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], s);
-          cute::warpgroup_commit_batch();
-          mbarrier_wait(&smem.k_full[1][0], k_phase[1]);
-          cute::warpgroup_arrive();
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], s);
-          cute::warpgroup_commit_batch();
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s);
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s);
           cute::warpgroup_wait<0>();
           fence_accumulator(s);
         }
@@ -846,8 +848,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int b = 0; b < kNumBuffers; ++b) {
-      mbarrier_init(&smem.k_full[b][0], 1);
-      mbarrier_init(&smem.k_full[b][1], 1);
+      for (int t = 0; t < kNumTilesQK; ++t) mbarrier_init(&smem.k_full[b][t], 1);
     }
     mbarrier_init(&smem.q_full, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");

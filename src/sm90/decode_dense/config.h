@@ -25,8 +25,7 @@ inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
 static_assert(kHeadDimQK % kTileDim == 0, "d_qk must be a whole number of 64-dim tiles");
 static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two warpgroups");
 
-// Named barriers (id 0 is __syncthreads). The hand-offs between the warpgroups are one-way:
-// the producing warpgroup arrives (bar.arrive), the consuming one waits (bar.sync), 256 threads.
+// Named barriers (id 0 is __syncthreads), 256 threads unless noted; all are full bar.sync.
 enum class NamedBarrier : int {
   kQReady = 1,     // full: Q of a request written by plain loads
   kScaleA = 2,     // WG0 -> WG1: running max after block A, and P_A in smem

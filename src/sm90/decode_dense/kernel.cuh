@@ -14,8 +14,8 @@
 //   WG0: O_L = beta O_L + P_B V_B,L            WG1: O_R += (beta P_A) V_A,R
 // so one warpgroup's softmax runs while the other's wgmmas keep the tensor cores busy. P of the
 // own block is the register A operand (wgmma RS); the other warpgroup's P comes through shared
-// memory. The running max and the rescale factors go through shared-memory mailboxes, announced
-// with bar.arrive / bar.sync (see NamedBarrier in config.h).
+// memory. The running maxima go through shared-memory mailboxes, announced with named barriers
+// (see NamedBarrier in config.h).
 //
 // Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle,
 // EVICT_FIRST), each completing its own mbarrier so that S = Q K^T starts on the first tile.
@@ -107,9 +107,6 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 __device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(NamedBarrier id, int threads) {
-  asm volatile("bar.arrive %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
 }
 
 // L2 policy for KV: read exactly once per decode step, so it should not evict anything else.
@@ -623,7 +620,10 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         // P_A goes into buffer 0's tile 8: the rope dims of A, dead since S_A completed.
         store_p(p0_base, p_frag, row0, col0);
         fence_proxy_async();
-        named_barrier_arrive(NamedBarrier::kScaleA, kThreads);
+        // Full barrier (see kScaleB below for why not bar.arrive). WG1 is usually already
+        // waiting here with S_B done; if it is not, its S_B is ahead of P_A V_A,L in the tensor
+        // pipe anyway.
+        named_barrier_sync(NamedBarrier::kScaleA, kThreads);
         scale_rows(o, alpha);
 
         // ---- O_L = alpha O_L + P_A V_A,L ----
@@ -706,7 +706,11 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           pack_p<Ops>(s, p_frag);
           store_p(p1_base, p_frag, row0, col0);
           fence_proxy_async();
-          named_barrier_arrive(NamedBarrier::kScaleB, kThreads);
+          // A full barrier, not a one-way bar.arrive: WG0 gets here right after P_A V_A,L
+          // completes, and the next thing WG1 waits for is P_A V_A,R, which the tensor cores run
+          // after it, so waiting costs nothing. With bar.arrive hand-offs, compute-sanitizer
+          // racecheck reported RAW hazards on shared memory ordered by later full barriers.
+          named_barrier_sync(NamedBarrier::kScaleB, kThreads);
 
           cute::warpgroup_wait<0>();  // P_A V_A,R done: buffer 0's right half (and P_A) is free
           fence_accumulator(o);

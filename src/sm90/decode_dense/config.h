@@ -13,8 +13,8 @@ inline constexpr int kTileDim = 64;         // dims per 128-byte swizzled tile (
 inline constexpr int kNumTilesQK = kHeadDimQK / kTileDim;  // 9 tiles hold one K block
 inline constexpr int kNumTilesV = kHeadDimV / kTileDim;    // V = the first 8 of them
 inline constexpr int kTileBytes = kBlockN * kTileDim * 2;   // 8 KiB: one TMA box
-inline constexpr int kNumBuffers = 2;       // K blocks in shared memory: the A and B block of a pair
-inline constexpr int kThreads = 256;        // two warpgroups; no producer (they issue the TMA loads)
+inline constexpr int kNumBuffers = 2;       // K blocks in smem: the A and B block of a pair
+inline constexpr int kThreads = 256;        // two warpgroups, no producer (they issue the TMA)
 inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output dims
 // A K block is loaded as two halves with their own mbarriers, because the halves are freed at
 // different times: tiles [0, 4) hold V[:, 0:256) (read by WG0), tiles [4, 9) hold V[:, 256:512)

@@ -16,9 +16,9 @@ inline constexpr int kTileBytes = kBlockN * kTileDim * 2;   // 8 KiB: one TMA bo
 inline constexpr int kNumBuffers = 2;       // K blocks in smem: the A and B block of a pair
 inline constexpr int kThreads = 256;        // two warpgroups, no producer (they issue the TMA)
 inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output dims
-// A K block is loaded as two halves with their own mbarriers, because the halves are freed at
-// different times: tiles [0, 4) hold V[:, 0:256) (read by WG0), tiles [4, 9) hold V[:, 256:512)
-// and the rope dims (read by WG1 for P V).
+// A K block is requested in two halves (each tile completing its own mbarrier), because the
+// halves are freed at different times: tiles [0, 4) hold V[:, 0:256) (read by WG0's P V), tiles
+// [4, 9) hold V[:, 256:512) (WG1's P V) and the rope dims.
 inline constexpr int kTilesLeft = kHalfV / kTileDim;            // 4
 inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
 
@@ -27,10 +27,10 @@ static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two w
 
 // Named barriers (id 0 is __syncthreads), 256 threads unless noted; all are full bar.sync.
 enum class NamedBarrier : int {
-  kQReady = 1,     // full: Q of a request written by plain loads
+  kQReady = 1,     // Q of a request written by plain loads
   kScaleA = 2,     // WG0 -> WG1: running max after block A, and P_A in smem
   kScaleB = 3,     // WG1 -> WG0: running max after block B, and P_B in smem
-  kSegmentEnd = 4, // full: both warpgroups finished a request's blocks; row sums exchanged
+  kSegmentEnd = 4, // both warpgroups finished a request's blocks; row sums exchanged
   kWarpgroup0 = 5, // 128 threads of one warpgroup (tail V rows zeroed before its P V)
   kWarpgroup1 = 6,
 };

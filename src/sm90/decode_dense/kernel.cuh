@@ -479,6 +479,24 @@ __device__ __forceinline__ void zero_tail_v_rows(Element (&buffer)[kNumTilesQK][
   named_barrier_sync(warpgroup_barrier, 128);
 }
 
+// O += P V[:, this warpgroup's half] for the warpgroup's own block (P in registers), waited for:
+// the block's tail V rows are zeroed first when it is a request's partial last page.
+template <typename Ops, typename Element>
+__device__ __forceinline__ void own_block_pv(uint32_t (&p_frag)[kBlockN / 4], uint32_t v_base,
+                                             float (&o)[kHalfV / 2],
+                                             Element (&buffer)[kNumTilesQK][kBlockN * kTileDim],
+                                             int warpgroup, int valid_tokens, int wg_thread) {
+  if (valid_tokens < kBlockN) zero_tail_v_rows(buffer, warpgroup, valid_tokens, wg_thread);
+  fence_accumulator(o);
+  fence_fragment(p_frag);
+  cute::warpgroup_arrive();
+  issue_pv_regs<Ops>(p_frag, v_base, o);
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_wait<0>();
+  fence_accumulator(o);
+  fence_fragment(p_frag);
+}
+
 // ---- both warpgroups: see the comment at the top of this file ----------------------------------
 
 template <typename Element>
@@ -637,16 +655,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         scale_rows(o, alpha);
 
         // ---- O_L = alpha O_L + P_A V_A,L ----
-        const int valid_a = seqlen - a * kBlockN;
-        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 0, valid_a, wg_thread);
-        fence_accumulator(o);
-        fence_fragment(p_frag);
-        cute::warpgroup_arrive();
-        issue_pv_regs<Ops>(p_frag, v_base[0], o);
-        cute::warpgroup_commit_batch();
-        cute::warpgroup_wait<0>();
-        fence_accumulator(o);
-        fence_fragment(p_frag);
+        own_block_pv<Ops>(p_frag, v_base[0], o, smem.k[0], 0, seqlen - a * kBlockN, wg_thread);
         if (issuer && next_a) issue_k_half<0>(kv_map, smem, 0, kv_head, next_page_a);
 
         if (has_b) {
@@ -727,18 +736,9 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           fence_accumulator(o);
           if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
 
-          // ---- O_R = beta O_R + P_B V_B,R ----
+          // ---- O_R = beta O_R + P_B V_B,R; then buffer 1's right half is free ----
           scale_rows(o, beta);
-          const int valid_b = seqlen - b * kBlockN;
-          if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 1, valid_b, wg_thread);
-          fence_accumulator(o);
-          fence_fragment(p_frag);
-          cute::warpgroup_arrive();
-          issue_pv_regs<Ops>(p_frag, v_base[1], o);
-          cute::warpgroup_commit_batch();
-          cute::warpgroup_wait<0>();  // buffer 1's right half is free
-          fence_accumulator(o);
-          fence_fragment(p_frag);
+          own_block_pv<Ops>(p_frag, v_base[1], o, smem.k[1], 1, seqlen - b * kBlockN, wg_thread);
           if (issuer && next_b) issue_k_half<1>(kv_map, smem, 1, kv_head, next_page_b);
         } else {
           row_sum[0] *= alpha[0];

@@ -16,6 +16,7 @@
 #include <limits>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "mla/decode.h"
 
@@ -359,24 +360,25 @@ Status check(const DecodeArgs& args) {
                             {out_batch_stride, out_seq_stride, out_head_stride}, head_dim_v),
               "out strides must give every (batch, seq, head) row its own 512 elements",
               MLA_VAL(out_batch_stride), MLA_VAL(out_seq_stride), MLA_VAL(out_head_stride));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, q_ext), "out must not overlap q",
-              named("out_bytes", interval(out_ext)), named("q_bytes", interval(q_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, kv_ext), "out must not overlap kv_cache",
-              named("out_bytes", interval(out_ext)), named("kv_cache_bytes", interval(kv_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, lse_ext), "out must not overlap lse",
-              named("out_bytes", interval(out_ext)), named("lse_bytes", interval(lse_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, bt_ext), "out must not overlap block_table",
-              named("out_bytes", interval(out_ext)), named("block_table_bytes", interval(bt_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(out_ext, sl_ext), "out must not overlap cache_seqlens",
-              named("out_bytes", interval(out_ext)), named("cache_seqlens_bytes", interval(sl_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, q_ext), "lse must not overlap q",
-              named("lse_bytes", interval(lse_ext)), named("q_bytes", interval(q_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, kv_ext), "lse must not overlap kv_cache",
-              named("lse_bytes", interval(lse_ext)), named("kv_cache_bytes", interval(kv_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, bt_ext), "lse must not overlap block_table",
-              named("lse_bytes", interval(lse_ext)), named("block_table_bytes", interval(bt_ext)));
-  MLA_REQUIRE(kInvalidArgument, !overlaps(lse_ext, sl_ext), "lse must not overlap cache_seqlens",
-              named("lse_bytes", interval(lse_ext)), named("cache_seqlens_bytes", interval(sl_ext)));
+  // Each written tensor against every other one, in this order. The byte intervals are only
+  // formatted when a check fails.
+  struct NamedExtent {
+    const char* name;
+    const Extent* ext;
+  };
+  const NamedExtent q_n{"q", &q_ext}, kv_n{"kv_cache", &kv_ext}, out_n{"out", &out_ext},
+      lse_n{"lse", &lse_ext}, bt_n{"block_table", &bt_ext}, sl_n{"cache_seqlens", &sl_ext};
+  const std::pair<NamedExtent, NamedExtent> must_not_overlap[] = {
+      {out_n, q_n},  {out_n, kv_n}, {out_n, lse_n}, {out_n, bt_n}, {out_n, sl_n},
+      {lse_n, q_n},  {lse_n, kv_n}, {lse_n, bt_n},  {lse_n, sl_n}};
+  for (const auto& [written, other] : must_not_overlap) {
+    if (!overlaps(*written.ext, *other.ext)) continue;
+    const std::string w(written.name), o(other.name);
+    return fail(StatusCode::kInvalidArgument, ("!overlaps(" + w + ", " + o + ")").c_str(),
+                w + " must not overlap " + o,
+                {named((w + "_bytes").c_str(), interval(*written.ext)),
+                 named((o + "_bytes").c_str(), interval(*other.ext))});
+  }
 
   // ---- host-visible lengths ----
   if (args.host_cache_seqlens != nullptr) {

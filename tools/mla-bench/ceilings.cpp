@@ -43,9 +43,18 @@ struct Timer {
     MLA_BENCH_CUDA(cudaEventElapsedTime(&ms, start, stop));
     return ms;
   }
-};
 
-constexpr int kWarmup = 3;
+  // Median over `reps` timed runs of op, after kWarmup untimed ones.
+  template <typename F>
+  double median_ms(int reps, F&& op) {
+    for (int k = 0; k < kWarmup; ++k) op();
+    std::vector<double> ms;
+    for (int k = 0; k < reps; ++k) ms.push_back(time_ms(op));
+    return median(ms);
+  }
+
+  static constexpr int kWarmup = 3;
+};
 
 }  // namespace
 
@@ -57,13 +66,10 @@ CopyCeiling measure_copy_ceiling(size_t bytes, int reps) {
   auto copy = [&] {
     MLA_BENCH_CUDA(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, t.stream));
   };
-  for (int k = 0; k < kWarmup; ++k) copy();
-  std::vector<double> ms;
-  for (int k = 0; k < reps; ++k) ms.push_back(t.time_ms(copy));
   CopyCeiling c;
   c.bytes = bytes;
   c.reps = reps;
-  c.gb_per_s = 2.0 * static_cast<double>(bytes) / (median(ms) * 1e-3) / 1e9;
+  c.gb_per_s = 2.0 * static_cast<double>(bytes) / (t.median_ms(reps, copy) * 1e-3) / 1e9;
   return c;
 }
 
@@ -90,13 +96,10 @@ GemmCeiling measure_gemm_ceiling(int n, int reps) {
                               CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx");
   };
-  for (int k = 0; k < kWarmup; ++k) gemm();
-  std::vector<double> ms;
-  for (int k = 0; k < reps; ++k) ms.push_back(t.time_ms(gemm));
   GemmCeiling g;
   g.n = n;
   g.reps = reps;
-  g.tflops = 2.0 * static_cast<double>(n) * n * n / (median(ms) * 1e-3) / 1e12;
+  g.tflops = 2.0 * static_cast<double>(n) * n * n / (t.median_ms(reps, gemm) * 1e-3) / 1e12;
   return g;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-call GPU session: build (Release, all CPU cores), then the requested stages, logs to $OUT.
 # Used on the lent H200 (see docs/PERF.md); works on any machine with a Hopper GPU.
-#   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench profile python sass
+#   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench profile
+#   trace memprofile python sass
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call.
 set -uo pipefail
@@ -58,6 +59,25 @@ for stage in "${stages[@]}"; do
       for c in ${PROFILE_CASES:-E F C}; do
         run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_dense_kernel|combine_kernel' \
           --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+          "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
+      done
+      ;;
+    trace)
+      # Timeline of the decode kernel per warpgroup (tools/probe/trace_probe.cu): the bf16 kernel
+      # rebuilt with MLA_DECODE_TRACE, linked ahead of the library's. TRACE_CASES narrows the shapes.
+      run_stage trace_build 300 nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src \
+        -isystem .deps/cutlass/include -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+        tools/probe/trace_probe.cu "$build/libmla.a" -lcuda -o "$build/trace_probe"
+      run_stage trace 300 "$build/trace_probe" ${TRACE_CASES:-}
+      ;;
+    memprofile)
+      # Where the bytes go for one case: DRAM and L2 traffic, L2 hit rate, memory and tensor
+      # utilisation of the main kernel (ncu --clock-control none).
+      for c in ${PROFILE_CASES:-C}; do
+        run_stage "memprofile_$c" 300 ncu --clock-control none -k 'regex:decode_dense_kernel' \
+          --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+          --section ComputeWorkloadAnalysis \
+          --metrics dram__bytes_read.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed \
           "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
       done
       ;;

@@ -10,8 +10,8 @@
 // A request's blocks are taken in pairs (A, B); A sits in K buffer 0, B in buffer 1.
 //   WG0: S_A = Q K_A^T (all 576 dims)         WG1: S_B = Q K_B^T
 //   WG0: softmax of A against the running max m -> m', alpha; P_A (relative to m') to smem
-//   WG0: O_L = alpha O_L + P_A V_A,L            WG1: O_R = alpha O_R + P_A V_A,R, and meanwhile
-//                                                    softmax of B against m' -> m'', beta
+//   WG0: O_L = alpha O_L + P_A V_A,L            WG1: softmax of B against m' -> m'', beta;
+//                                                    then O_R = alpha O_R + P_A V_A,R
 //   WG0: O_L = beta O_L + P_B V_B,L             WG1: O_R = beta O_R + P_B V_B,R
 // so one warpgroup's softmax runs while the other's wgmmas keep the tensor cores busy. (FlashMLA
 // orders WG1's products the other way, with P_A rescaled by beta; doing P_A V first in both
@@ -219,6 +219,46 @@ __device__ __forceinline__ void fence_accumulator(float (&acc)[N]) {
   for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(acc[i]);
 }
 
+// ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) ----------------------
+// With MLA_DECODE_TRACE defined, lane 0 of each warp appends (event id, clock64) records to
+// decode_trace_buffer[cta][warp][kTraceEvents]. Without it Trace is empty and the kernel
+// is unchanged.
+#ifdef MLA_DECODE_TRACE
+inline constexpr int kTraceEvents = 8192;
+__device__ uint64_t* decode_trace_buffer;
+struct Trace {
+  int warpgroup, wg_thread, count = 0;
+  __device__ Trace(int w, int t) : warpgroup(w), wg_thread(t) {}
+  __device__ __forceinline__ void operator()(int id) {
+    if (wg_thread % 32 != 0 || decode_trace_buffer == nullptr || count >= kTraceEvents) return;
+    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    const int warp = warpgroup * 4 + wg_thread / 32;
+    uint64_t now;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(now)::"memory");
+    decode_trace_buffer[(static_cast<int64_t>(cta) * 8 + warp) * kTraceEvents + count] =
+        (static_cast<uint64_t>(id) << 56) | (now & ((1ull << 56) - 1));
+    ++count;
+  }
+};
+#else
+struct Trace {
+  __device__ Trace(int, int) {}
+  __device__ __forceinline__ void operator()(int) const {}
+};
+#endif
+
+// Event ids of the trace (see the probe for their meaning in the timeline).
+enum TraceEvent : int {
+  kEvKernelStart = 0, kEvRequestStart = 1, kEvFirstS = 2,
+  kEvA_SoftmaxDone = 10, kEvA_ScaleA = 11, kEvA_PvAL = 12, kEvA_ScaleB = 13, kEvA_PvBLIssued = 14,
+  kEvA_PvBLDone = 15, kEvA_NextS = 16,
+  kEvB_ScaleA = 20, kEvB_PvARIssued = 21, kEvB_SoftmaxDone = 22, kEvB_ScaleB = 23, kEvB_PvARDone = 24,
+  kEvB_PvBR = 25, kEvB_NextS = 26,
+  kEvA_PvBLReady = 17, kEvB_PvARReady = 27,
+  kEvTileWaited = 40,  // + tile index: mbarrier wait of a K tile done inside S
+  kEvSegmentArrive = 50, kEvSegmentEnd = 51, kEvEpilogueDone = 52,
+};
+
 // ---- the walk over a part's blocks ------------------------------------------------------------
 
 struct RequestRange {
@@ -307,12 +347,13 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
 // starts on the first 8 KiB while the rest of the block is still arriving.
 template <typename Ops, int kFirst, int kLast>
 __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint64_t* tile_full,
-                                         uint32_t phase, float (&s)[kBlockN / 2]) {
+                                         uint32_t phase, float (&s)[kBlockN / 2], Trace& trace) {
   const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
   const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
 #pragma unroll
   for (int t = kFirst; t < kLast; ++t) {
     mbarrier_wait(&tile_full[t], phase);
+    trace(kEvTileWaited + t);
     cute::warpgroup_arrive();
 #pragma unroll
     for (int kk = 0; kk < kTileDim / 16; ++kk) {
@@ -363,60 +404,84 @@ __device__ __forceinline__ void issue_pv_smem(uint32_t p_base, uint32_t v_base,
 // ---- per-thread softmax pieces (accumulator layout: this thread holds rows row0 and row0 + 8,
 //      columns 8 i + col0 + {0, 1}; s[4 i + 2 h + e] is row row0 + 8 h, column 8 i + col0 + e) ---
 
-// Scales the scores of one block to the base-2 domain and, when `masked`, replaces those of
-// tokens at or past the row's key bound (relative to the block) by -inf. Returns the row maxima
-// over the whole block (reduced over the 4 threads sharing a row).
-__device__ __forceinline__ void scale_mask_max(float (&s)[kBlockN / 2], float scale_log2,
+// 2^x by the SFU alone. exp2f would add a denormal-range fix-up around every MUFU.EX2 (three more
+// instructions per score); results below 2^-126 flush to zero instead, which a softmax weight
+// relative to the row maximum never needs.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Row maxima of one block's raw scores, in the base-2 domain (scale_log2 > 0, so scaling the
+// maximum equals the maximum of the scaled scores, rounding included). When `masked`, the scores
+// of tokens at or past the row's key bound (relative to the block) are first replaced by -inf.
+// The scores themselves stay unscaled: exponentiate() folds the scale into one FFMA.
+__device__ __forceinline__ void mask_block_max(float (&s)[kBlockN / 2], float scale_log2,
                                                bool masked, const int (&bound)[2], int col0,
                                                float (&block_max)[2]) {
+  if (masked) {  // uniform per block: most blocks skip the per-score compares entirely
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float m = -INFINITY;
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
-    for (int i = 0; i < kBlockN / 8; ++i) {
+      for (int i = 0; i < kBlockN / 8; ++i) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float& v = s[4 * i + 2 * h + e];
-        v = (!masked || 8 * i + col0 + e < bound[h]) ? v * scale_log2 : -INFINITY;
-        m = fmaxf(m, v);
+        for (int e = 0; e < 2; ++e) {
+          float& v = s[4 * i + 2 * h + e];
+          v = 8 * i + col0 + e < bound[h] ? v : -INFINITY;
+        }
       }
     }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // Two interleaved chains: the maximum is not a 32-long dependent sequence.
+    float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; i += 2) {
+      m0 = fmaxf(m0, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+      m1 = fmaxf(m1, fmaxf(s[4 * (i + 1) + 2 * h], s[4 * (i + 1) + 2 * h + 1]));
+    }
+    float m = fmaxf(m0, m1);
     m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
     m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
-    block_max[h] = m;
+    block_max[h] = m * scale_log2;
   }
 }
 
 // New running max from the old one and a block's maxima: returns the exponent base (0 instead of
 // -inf while no key was visible, so that -inf - -inf never happens) and the factor for the old
-// accumulators.
+// accumulators (exactly 1 when the max did not move, which lets scale_rows skip the work).
 __device__ __forceinline__ void update_max(float (&row_max)[2], const float (&block_max)[2],
                                            float (&base)[2], float (&rescale)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const float new_max = fmaxf(row_max[h], block_max[h]);
     base[h] = new_max == -INFINITY ? 0.0f : new_max;
-    rescale[h] = exp2f(row_max[h] - base[h]);
+    rescale[h] = row_max[h] == base[h] ? 1.0f : fast_exp2(row_max[h] - base[h]);
     row_max[h] = new_max;
   }
 }
 
-// p = 2^(s - base) in place; adds this thread's part of the row sums to row_sum (scaled first).
-__device__ __forceinline__ void exponentiate(float (&s)[kBlockN / 2], const float (&base)[2],
-                                             const float (&rescale)[2], float (&row_sum)[2]) {
+// p = 2^(s * scale_log2 - base) in place (raw scores in, one FFMA and one MUFU each); adds this
+// thread's part of the row sums to row_sum (scaled first).
+__device__ __forceinline__ void exponentiate(float (&s)[kBlockN / 2], float scale_log2,
+                                             const float (&base)[2], const float (&rescale)[2],
+                                             float (&row_sum)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float sum = 0.0f;
+    const float neg_base = -base[h];
+    float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int i = 0; i < kBlockN / 8; ++i) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float& v = s[4 * i + 2 * h + e];
-        v = exp2f(v - base[h]);
-        sum += v;
-      }
+      float& v0 = s[4 * i + 2 * h];
+      float& v1 = s[4 * i + 2 * h + 1];
+      v0 = fast_exp2(fmaf(v0, scale_log2, neg_base));
+      v1 = fast_exp2(fmaf(v1, scale_log2, neg_base));
+      sum0 += v0;
+      sum1 += v1;
     }
-    row_sum[h] = row_sum[h] * rescale[h] + sum;
+    row_sum[h] = row_sum[h] * rescale[h] + (sum0 + sum1);
   }
 }
 
@@ -534,6 +599,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   uint32_t k_phase[kNumBuffers] = {0, 0};
   uint32_t q_phase = 0;
   int request_parity = 0;
+  Trace trace(warpgroup, wg_thread);
+  trace(kEvKernelStart);
 
   if (threadIdx.x == 0) {
     const int first_req = next_nonempty_request(params, part, part.begin_req);
@@ -591,6 +658,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       fence_proxy_async();
       named_barrier_sync(NamedBarrier::kQReady, kThreads);
     }
+    trace(kEvRequestStart);
 
     // Causal: query token sq of this request sees keys [0, seqlen - s_q + sq]. mask_start is the
     // smallest bound over the CTA's rows: blocks ending at or before it need no mask.
@@ -615,9 +683,10 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
       fence_accumulator(s);
       issue_qk<Ops, 0, kNumTilesQK>(q_base, buf == 0 ? k_base[0] : k_base[1], smem.k_full[buf],
-                                    phase, s);
+                                    phase, s, trace);
       cute::warpgroup_wait<0>();
       fence_accumulator(s);
+      trace(kEvFirstS);
     }
 
     for (int a = first; a < end; a += 2) {
@@ -636,31 +705,35 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       if (warpgroup == 0) {
         // ---- softmax of A: running max m -> m'; m' and P_A published for WG1 ----
         int bound[2] = {key_bound[0] - a * kBlockN, key_bound[1] - a * kBlockN};
-        scale_mask_max(s, params.scale_log2, (a + 1) * kBlockN > mask_start, bound, col0,
+        mask_block_max(s, params.scale_log2, (a + 1) * kBlockN > mask_start, bound, col0,
                        block_max);
         update_max(row_max, block_max, base, alpha);
         if (lane % 4 == 0) {
           smem.mailbox_a[row0] = row_max[0];
           smem.mailbox_a[row0 + 8] = row_max[1];
         }
-        exponentiate(s, base, alpha, row_sum);
+        exponentiate(s, params.scale_log2, base, alpha, row_sum);
         pack_p<Ops>(s, p_frag);
         // P_A goes into buffer 0's tile 8: the rope dims of A, dead since S_A completed.
         store_p(p0_base, p_frag, row0, col0);
         fence_proxy_async();
+        trace(kEvA_SoftmaxDone);
         // Full barrier (see kScaleB below for why not bar.arrive). WG1 is usually already
         // waiting here with S_B done; if it is not, its S_B is ahead of P_A V_A,L in the tensor
         // pipe anyway.
         named_barrier_sync(NamedBarrier::kScaleA, kThreads);
+        trace(kEvA_ScaleA);
         scale_rows(o, alpha);
 
         // ---- O_L = alpha O_L + P_A V_A,L ----
         own_block_pv<Ops>(p_frag, v_base[0], o, smem.k[0], 0, seqlen - a * kBlockN, wg_thread);
+        trace(kEvA_PvAL);
         if (issuer && next_a) issue_k_half<0>(kv_map, smem, 0, kv_head, next_page_a);
 
         if (has_b) {
           // ---- m'' and P_B from WG1: O_L = beta O_L + P_B V_B,L ----
           named_barrier_sync(NamedBarrier::kScaleB, kThreads);
+          trace(kEvA_ScaleB);
           const float max_b[2] = {smem.mailbox_b[row0], smem.mailbox_b[row0 + 8]};
           float beta[2];
           update_max(row_max, max_b, base, beta);
@@ -671,10 +744,12 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           wait_tiles<0, kTilesLeft>(smem.k_full[1], k_phase[1]);
           const int valid_b = seqlen - b * kBlockN;
           if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 0, valid_b, wg_thread);
+          trace(kEvA_PvBLReady);
           fence_accumulator(o);
           cute::warpgroup_arrive();
           issue_pv_smem<Ops>(p1_base, v_base[1], o);
           cute::warpgroup_commit_batch();
+          trace(kEvA_PvBLIssued);
         }
         k_phase[0] ^= 1;
         if (has_b) k_phase[1] ^= 1;
@@ -684,65 +759,82 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], smem.k_full[0], k_phase[0], s);
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
           if (has_b) {
             // P_B V_B,L (the group before the kTilesLeft tile groups) done: buffer 1's left half
             // is free.
             cute::warpgroup_wait<kTilesLeft>();
+            trace(kEvA_PvBLDone);
             if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
           }
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s);
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
         }
         cute::warpgroup_wait<0>();
         fence_accumulator(s);
         fence_accumulator(o);
+        trace(kEvA_NextS);
       } else {
-        // ---- WG1: m' and P_A from WG0: O_R = alpha O_R + P_A V_A,R ----
+        // ---- WG1: m' from WG0; the softmax of B first, while WG0's P_A V_A,L runs ----
         named_barrier_sync(NamedBarrier::kScaleA, kThreads);
+        trace(kEvB_ScaleA);
         const float max_a[2] = {smem.mailbox_a[row0], smem.mailbox_a[row0 + 8]};
         update_max(row_max, max_a, base, alpha);
-        scale_rows(o, alpha);
-        wait_tiles<kTilesLeft, 2 * kTilesLeft>(smem.k_full[0], k_phase[0]);  // visibility, as above
-        const int valid_a = seqlen - a * kBlockN;
-        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 1, valid_a, wg_thread);
-        fence_accumulator(o);
-        cute::warpgroup_arrive();
-        issue_pv_smem<Ops>(p0_base, v_base[0], o);
-        cute::warpgroup_commit_batch();
-
+        float beta[2] = {1.0f, 1.0f};
         if (has_b) {
-          // ---- softmax of B against m' (while P_A V_A,R runs): m'', published with P_B ----
+          // Softmax of B against m': m'', published with P_B at kScaleB. Doing it before issuing
+          // P_A V_A,R (not under it) lets it overlap WG0's P_A V_A,L: a wgmma issued behind the
+          // other warpgroup's in the tensor pipe stalls its issuing warp, which would otherwise
+          // push the whole softmax back by one P V.
           int bound[2] = {key_bound[0] - b * kBlockN, key_bound[1] - b * kBlockN};
-          scale_mask_max(s, params.scale_log2, (b + 1) * kBlockN > mask_start, bound, col0,
+          mask_block_max(s, params.scale_log2, (b + 1) * kBlockN > mask_start, bound, col0,
                          block_max);
-          float beta[2];
           update_max(row_max, block_max, base, beta);
           if (lane % 4 == 0) {
             smem.mailbox_b[row0] = row_max[0];
             smem.mailbox_b[row0 + 8] = row_max[1];
           }
           const float rescale[2] = {alpha[0] * beta[0], alpha[1] * beta[1]};
-          exponentiate(s, base, rescale, row_sum);
+          exponentiate(s, params.scale_log2, base, rescale, row_sum);
           pack_p<Ops>(s, p_frag);
           store_p(p1_base, p_frag, row0, col0);
           fence_proxy_async();
-          // A full barrier, not a one-way bar.arrive: WG0 gets here right after P_A V_A,L
-          // completes, and the next thing WG1 waits for is P_A V_A,R, which the tensor cores run
-          // after it, so waiting costs nothing. With bar.arrive hand-offs, compute-sanitizer
-          // racecheck reported RAW hazards on shared memory ordered by later full barriers.
+          trace(kEvB_SoftmaxDone);
+        } else {
+          row_sum[0] *= alpha[0];
+          row_sum[1] *= alpha[1];
+        }
+
+        // ---- O_R = alpha O_R + P_A V_A,R ----
+        scale_rows(o, alpha);
+        wait_tiles<kTilesLeft, 2 * kTilesLeft>(smem.k_full[0], k_phase[0]);  // visibility, as above
+        const int valid_a = seqlen - a * kBlockN;
+        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 1, valid_a, wg_thread);
+        trace(kEvB_PvARReady);
+        fence_accumulator(o);
+        cute::warpgroup_arrive();
+        issue_pv_smem<Ops>(p0_base, v_base[0], o);
+        cute::warpgroup_commit_batch();
+        trace(kEvB_PvARIssued);
+
+        if (has_b) {
+          // A full barrier, not a one-way bar.arrive: with bar.arrive hand-offs,
+          // compute-sanitizer racecheck reported RAW hazards on shared memory ordered by later
+          // full barriers. WG0 is usually waiting here already (its P_A V_A,L is shorter than
+          // the softmax of B).
           named_barrier_sync(NamedBarrier::kScaleB, kThreads);
+          trace(kEvB_ScaleB);
 
           cute::warpgroup_wait<0>();  // P_A V_A,R done: buffer 0's right half (and P_A) is free
           fence_accumulator(o);
+          trace(kEvB_PvARDone);
           if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
 
           // ---- O_R = beta O_R + P_B V_B,R; then buffer 1's right half is free ----
           scale_rows(o, beta);
           own_block_pv<Ops>(p_frag, v_base[1], o, smem.k[1], 1, seqlen - b * kBlockN, wg_thread);
+          trace(kEvB_PvBR);
           if (issuer && next_b) issue_k_half<1>(kv_map, smem, 1, kv_head, next_page_b);
         } else {
-          row_sum[0] *= alpha[0];
-          row_sum[1] *= alpha[1];
           cute::warpgroup_wait<0>();
           fence_accumulator(o);
           if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
@@ -755,10 +847,11 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s);
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s);
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
           cute::warpgroup_wait<0>();
           fence_accumulator(s);
+          trace(kEvB_NextS);
         }
       }
     }
@@ -775,7 +868,9 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       // other has read these, but not before both passed the next kSegmentEnd.
       if (lane % 4 == 0) smem.row_sums[request_parity][warpgroup][row0 + 8 * h] = sum;
     }
+    trace(kEvSegmentArrive);
     named_barrier_sync(NamedBarrier::kSegmentEnd, kThreads);
+    trace(kEvSegmentEnd);
     // All wgmmas of this request completed before the barrier: Q and both K buffers are free.
     if (threadIdx.x == 0) {
       const int next_req = next_nonempty_request(params, part, req + 1);
@@ -834,6 +929,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         }
       }
     }
+    trace(kEvEpilogueDone);
 #pragma unroll
     for (int i = 0; i < kHalfV / 2; ++i) o[i] = 0.0f;
     row_max[0] = row_max[1] = -INFINITY;

@@ -1,0 +1,214 @@
+// Diagnostic, not part of the build: the dense decode kernel's timeline, per warpgroup.
+//
+// This unit compiles the bf16 kernel with MLA_DECODE_TRACE (kernel.cuh), so thread 0 of each
+// warpgroup logs (event, clock64) at the steps of the seesaw schedule. Linked before libmla.a, its
+// launch_kernel<bf16> replaces the library's. For each shape it runs mla::decode a few times on
+// random data with random page order (L2 flushed before the traced run), then prints, over all
+// CTAs, the mean clocks between consecutive events of each warpgroup, and each step's share.
+//   nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src -isystem .deps/cutlass/include \
+//     -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+//     tools/probe/trace_probe.cu build/libmla.a -lcuda -o trace_probe
+#ifndef MLA_DECODE_TRACE
+#define MLA_DECODE_TRACE 1
+#endif
+#include "sm90/decode_dense/instantiations/launch_kernel.cuh"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mla/decode.h"
+
+namespace mla::sm90::decode_dense {
+template cudaError_t launch_kernel<__nv_bfloat16>(const Params&, const CUtensorMap&,
+                                                  const CUtensorMap&, dim3, cudaStream_t);
+}
+
+namespace dd = mla::sm90::decode_dense;
+
+#define CK(x)                                                                         \
+  do {                                                                                \
+    cudaError_t e = (x);                                                              \
+    if (e != cudaSuccess) {                                                           \
+      std::printf("%s: %s\n", #x, cudaGetErrorString(e));                             \
+      return 1;                                                                       \
+    }                                                                                 \
+  } while (0)
+
+__global__ void fill_uniform(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
+    x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
+    p[i] = __float2bfloat16((x & 0xffff) / 32768.0f - 1.0f);
+  }
+}
+
+static std::string event_name(int id) {
+  switch (id) {
+    case dd::kEvKernelStart: return "kernel start";
+    case dd::kEvRequestStart: return "request start (Q ready)";
+    case dd::kEvFirstS: return "first S done";
+    case dd::kEvA_SoftmaxDone: return "WG0 softmax A done";
+    case dd::kEvA_ScaleA: return "WG0 passed ScaleA";
+    case dd::kEvA_PvAL: return "WG0 P_A V_L done";
+    case dd::kEvA_ScaleB: return "WG0 passed ScaleB";
+    case dd::kEvA_PvBLIssued: return "WG0 P_B V_L issued";
+    case dd::kEvA_PvBLDone: return "WG0 P_B V_L done";
+    case dd::kEvA_NextS: return "WG0 next S_A done";
+    case dd::kEvB_ScaleA: return "WG1 passed ScaleA";
+    case dd::kEvB_PvARIssued: return "WG1 P_A V_R issued";
+    case dd::kEvB_SoftmaxDone: return "WG1 softmax B done";
+    case dd::kEvB_ScaleB: return "WG1 passed ScaleB";
+    case dd::kEvB_PvARDone: return "WG1 P_A V_R done";
+    case dd::kEvB_PvBR: return "WG1 P_B V_R done";
+    case dd::kEvB_NextS: return "WG1 next S_B done";
+    case dd::kEvA_PvBLReady: return "WG0 P_B V_L ready to issue";
+    case dd::kEvB_PvARReady: return "WG1 P_A V_R ready to issue";
+    case dd::kEvSegmentArrive: return "segment end arrive";
+    case dd::kEvSegmentEnd: return "segment end passed";
+    case dd::kEvEpilogueDone: return "epilogue stored";
+    default:
+      if (id >= dd::kEvTileWaited && id < dd::kEvTileWaited + 9)
+        return "tile " + std::to_string(id - dd::kEvTileWaited) + " waited";
+      return "event " + std::to_string(id);
+  }
+}
+
+static int run(const char* name, int b, int s_k, int h_q, int s_q) {
+  mla::DecodeArgs a;
+  a.batch = b; a.seqlen_q = s_q; a.num_heads_q = h_q; a.num_heads_kv = 1;
+  const int pages_per = s_k / 64;
+  a.num_pages = b * pages_per; a.max_pages_per_seq = pages_per;
+  a.causal = s_q > 1;
+  mla::set_contiguous_strides(a);
+  const size_t q_elems = size_t(b) * s_q * h_q * 576, kv_elems = size_t(a.num_pages) * 64 * 576;
+  __nv_bfloat16 *q, *kv;
+  void* out; float* lse; int32_t *bt, *lens;
+  CK(cudaMalloc(&q, q_elems * 2));
+  CK(cudaMalloc(&kv, kv_elems * 2));
+  fill_uniform<<<1024, 256>>>(q, q_elems, 1);
+  fill_uniform<<<1024, 256>>>(kv, kv_elems, 2);
+  CK(cudaMalloc(&out, size_t(b) * s_q * h_q * 512 * 2));
+  CK(cudaMalloc(&lse, size_t(b) * s_q * h_q * 4));
+  CK(cudaMalloc(&bt, size_t(a.num_pages) * 4));
+  CK(cudaMalloc(&lens, size_t(b) * 4));
+  std::vector<int32_t> table(a.num_pages), l(b, s_k);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(1));
+  CK(cudaMemcpy(bt, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(lens, l.data(), l.size() * 4, cudaMemcpyHostToDevice));
+  a.q = q; a.kv_cache = kv; a.out = out; a.lse = lse; a.block_table = bt; a.cache_seqlens = lens;
+  const auto plan = mla::plan_decode(a, mla::device_num_sms(0));
+  void *sched, *ws, *flush;
+  CK(cudaMalloc(&sched, plan.schedule_bytes));
+  CK(cudaMalloc(&ws, plan.workspace_bytes));
+  CK(cudaMalloc(&flush, 256 << 20));
+  if (!mla::schedule(a, plan, sched, nullptr).ok()) return 1;
+
+  const int ctas = plan.num_m_blocks * a.num_heads_kv * plan.num_sm_parts;
+  const size_t trace_elems = size_t(ctas) * 8 * dd::kTraceEvents;
+  uint64_t* trace;
+  CK(cudaMalloc(&trace, trace_elems * 8));
+  uint64_t* null_trace = nullptr;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0); cudaEventCreate(&e1);
+  float untraced_ms = 0, traced_ms = 0;
+  for (int it = 0; it < 6; ++it) {
+    const bool traced = it == 5;
+    CK(cudaMemcpyToSymbol(dd::decode_trace_buffer, traced ? &trace : &null_trace, sizeof(trace)));
+    if (traced) CK(cudaMemset(trace, 0xff, trace_elems * 8));
+    CK(cudaMemset(flush, it, 256 << 20));
+    cudaEventRecord(e0);
+    mla::Status st = mla::decode(a, plan, sched, ws, nullptr);
+    cudaEventRecord(e1);
+    if (!st.ok()) { std::printf("%s\n", st.to_string().c_str()); return 1; }
+    CK(cudaEventSynchronize(e1));
+    float t; cudaEventElapsedTime(&t, e0, e1);
+    (traced ? traced_ms : untraced_ms) = t;
+  }
+  std::vector<uint64_t> h(trace_elems);
+  CK(cudaMemcpy(h.data(), trace, trace_elems * 8, cudaMemcpyDeviceToHost));
+
+  std::printf("\n== %s: b=%d s_k=%d h_q=%d s_q=%d, %d CTAs (%d m-blocks x %d parts); decode %.1f us "
+              "(traced run %.1f us)\n",
+              name, b, s_k, h_q, s_q, ctas, plan.num_m_blocks, plan.num_sm_parts,
+              untraced_ms * 1e3, traced_ms * 1e3);
+  const uint64_t mask = (1ull << 56) - 1;
+  for (int wg = 0; wg < 2; ++wg) {
+    struct Acc { double sum = 0; long n = 0; double max = 0; double skew = 0; };
+    std::map<std::pair<int, int>, Acc> steps;
+    double total = 0, span_max = 0;
+    long pairs = 0;
+    int busy = 0;
+    for (int c = 0; c < ctas; ++c) {
+      const uint64_t* warp_ev[4];
+      int n = dd::kTraceEvents;
+      for (int w = 0; w < 4; ++w) {
+        warp_ev[w] = h.data() + (size_t(c) * 8 + wg * 4 + w) * dd::kTraceEvents;
+        int k = 0;
+        while (k < dd::kTraceEvents && warp_ev[w][k] != ~0ull) ++k;
+        n = std::min(n, k);
+      }
+      if (n < 2) continue;
+      for (int w = 0; w < 4; ++w) {
+        const uint64_t* ev = warp_ev[w];
+        ++busy;
+        const double span = double((ev[n - 1] & mask) - (ev[0] & mask));
+        total += span;
+        span_max = std::max(span_max, span);
+        for (int k = 1; k < n; ++k) {
+          const int from = int(ev[k - 1] >> 56), to = int(ev[k] >> 56);
+          const double d = double((ev[k] & mask) - (ev[k - 1] & mask));
+          Acc& acc = steps[{from, to}];
+          acc.sum += d; acc.n += 1; acc.max = std::max(acc.max, d);
+          if (w == 0) {
+            // Skew at this event: how far the last warp of the warpgroup lags the first.
+            uint64_t lo = ~0ull, hi = 0;
+            for (int v = 0; v < 4; ++v) {
+              lo = std::min(lo, warp_ev[v][k] & mask);
+              hi = std::max(hi, warp_ev[v][k] & mask);
+            }
+            acc.skew += 4.0 * double(hi - lo);  // weighted like the 4 warps' samples
+          }
+          if (w == 0 && to == (wg == 0 ? dd::kEvA_ScaleA : dd::kEvB_ScaleA)) ++pairs;
+        }
+      }
+    }
+    if (busy == 0) continue;
+    const int busy_ctas = busy / 4;
+    std::printf("-- WG%d: %d CTAs, mean span %.0f clk (max %.0f), %.1f pairs per CTA, %.0f clk per pair\n",
+                wg, busy_ctas, total / busy, span_max, double(pairs) / busy_ctas,
+                pairs ? total / 4 / pairs : 0.0);
+    std::vector<std::pair<std::pair<int, int>, Acc>> sorted(steps.begin(), steps.end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto& x, const auto& y) { return x.second.sum > y.second.sum; });
+    std::printf("   %-28s -> %-28s %9s %9s %8s %6s %9s\n", "from", "to", "mean clk", "max", "count",
+                "share", "warp skew");
+    for (const auto& [key, acc] : sorted) {
+      if (acc.sum / total < 0.004) continue;
+      std::printf("   %-28s -> %-28s %9.0f %9.0f %8ld %5.1f%% %9.0f\n", event_name(key.first).c_str(),
+                  event_name(key.second).c_str(), acc.sum / acc.n, acc.max, acc.n,
+                  100.0 * acc.sum / total, acc.skew / acc.n);
+    }
+  }
+  cudaFree(q); cudaFree(kv); cudaFree(out); cudaFree(lse); cudaFree(bt); cudaFree(lens);
+  cudaFree(sched); cudaFree(ws); cudaFree(flush); cudaFree(trace);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  struct Shape { const char* name; int b, s_k, h_q, s_q; };
+  const Shape shapes[] = {{"C", 128, 8192, 128, 1}, {"A", 128, 8192, 16, 1}, {"B", 128, 8192, 64, 1},
+                          {"D", 128, 8192, 128, 2}, {"E", 1, 32768, 128, 1}, {"F", 32, 1024, 16, 1}};
+  for (const Shape& s : shapes) {
+    if (!only.empty() && only.find(s.name) == std::string::npos) continue;
+    if (run(s.name, s.b, s.s_k, s.h_q, s.s_q)) return 1;
+  }
+  return 0;
+}

@@ -101,6 +101,40 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
   }
 }
 
+// One probe of a phase: 1 if it completed (with the same acquire semantics as mbarrier_wait), 0 if
+// not yet. Lets the caller put independent work between the probe and the use of its result.
+__device__ __forceinline__ uint32_t mbarrier_probe(uint64_t* bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n .reg .pred p;\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}"
+      : "=r"(done)
+      : "r"(smem_addr(bar)), "r"(parity)
+      : "memory");
+  return done;
+}
+
+// One probe of four consecutive barriers (bars[0..3]) at once: the four probes are in flight
+// together instead of one round trip each. 1 if all four phases completed.
+__device__ __forceinline__ uint32_t mbarrier_probe4(uint64_t* bars, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n .reg .pred p0, p1, p2, p3;\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p0, [%1], %2;\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p1, [%1+8], %2;\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p2, [%1+16], %2;\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 p3, [%1+24], %2;\n"
+      " and.pred p0, p0, p1;\n"
+      " and.pred p2, p2, p3;\n"
+      " and.pred p0, p0, p2;\n"
+      " selp.u32 %0, 1, 0, p0;\n}"
+      : "=r"(done)
+      : "r"(smem_addr(bars)), "r"(parity)
+      : "memory");
+  return done;
+}
+
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads
 // (wgmma operands, TMA).
 __device__ __forceinline__ void fence_proxy_async() {
@@ -344,16 +378,19 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
 
 // S += Q K^T over tiles [kFirst, kLast) of the K block at k_base (wgmma 64x64x16, 4 per tile).
 // Each tile is waited for on its own barrier and committed as its own group, so the product
-// starts on the first 8 KiB while the rest of the block is still arriving.
+// starts on the first 8 KiB while the rest of the block is still arriving. The barrier of tile
+// t + 1 is probed before tile t's wgmmas are issued, so the probe's round trip overlaps them.
 template <typename Ops, int kFirst, int kLast>
 __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint64_t* tile_full,
                                          uint32_t phase, float (&s)[kBlockN / 2], Trace& trace) {
   const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
   const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
+  uint32_t ready = mbarrier_probe(&tile_full[kFirst], phase);
 #pragma unroll
   for (int t = kFirst; t < kLast; ++t) {
-    mbarrier_wait(&tile_full[t], phase);
+    if (!ready) mbarrier_wait(&tile_full[t], phase);
     trace(kEvTileWaited + t);
+    if (t + 1 < kLast) ready = mbarrier_probe(&tile_full[t + 1], phase);
     cute::warpgroup_arrive();
 #pragma unroll
     for (int kk = 0; kk < kTileDim / 16; ++kk) {
@@ -364,12 +401,18 @@ __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint6
   }
 }
 
-// Waits for tiles [kFirst, kLast) of a K buffer (already landed when this is used before P V:
-// the wait makes the TMA bytes visible to this warpgroup).
-template <int kFirst, int kLast>
-__device__ __forceinline__ void wait_tiles(uint64_t* tile_full, uint32_t phase) {
-#pragma unroll
-  for (int t = kFirst; t < kLast; ++t) mbarrier_wait(&tile_full[t], phase);
+// The four V tiles [kFirst, kFirst + 4) of a K buffer that the other warpgroup computed S from:
+// landed already, but this warpgroup must still observe their barriers before its P V reads them
+// (that makes the TMA bytes visible to it). probe_v_tiles is issued early, where its round trip
+// hides behind other work; wait_v_tiles only spins if that probe did not see all four complete.
+template <int kFirst>
+__device__ __forceinline__ uint32_t probe_v_tiles(uint64_t* tile_full, uint32_t phase) {
+  static_assert(kTilesLeft == 4, "mbarrier_probe4 covers one warpgroup's V tiles");
+  return mbarrier_probe4(&tile_full[kFirst], phase);
+}
+template <int kFirst>
+__device__ __forceinline__ void wait_v_tiles(uint32_t probed, uint64_t* tile_full, uint32_t phase) {
+  while (!probed) probed = probe_v_tiles<kFirst>(tile_full, phase);
 }
 
 // V is MN-major: 64-dim chunks are whole tiles apart (lbo), 8 tokens are 1024 bytes (sbo).
@@ -723,6 +766,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         // pipe anyway.
         named_barrier_sync(NamedBarrier::kScaleA, kThreads);
         trace(kEvA_ScaleA);
+        // WG1 finished S_B before kScaleA: buffer 1's V tiles have landed (used after kScaleB).
+        const uint32_t b_left_probed = has_b ? probe_v_tiles<0>(smem.k_full[1], k_phase[1]) : 1;
         scale_rows(o, alpha);
 
         // ---- O_L = alpha O_L + P_A V_A,L ----
@@ -741,7 +786,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           row_sum[0] *= beta[0];
           row_sum[1] *= beta[1];
           // Landed long ago (WG1 computed S_B from it); the wait makes the TMA bytes visible here.
-          wait_tiles<0, kTilesLeft>(smem.k_full[1], k_phase[1]);
+          wait_v_tiles<0>(b_left_probed, smem.k_full[1], k_phase[1]);
           const int valid_b = seqlen - b * kBlockN;
           if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 0, valid_b, wg_thread);
           trace(kEvA_PvBLReady);
@@ -777,6 +822,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         // ---- WG1: m' from WG0; the softmax of B first, while WG0's P_A V_A,L runs ----
         named_barrier_sync(NamedBarrier::kScaleA, kThreads);
         trace(kEvB_ScaleA);
+        // WG0 finished S_A before kScaleA: buffer 0's V tiles have landed (used after softmax B).
+        const uint32_t a_right_probed = probe_v_tiles<kTilesLeft>(smem.k_full[0], k_phase[0]);
         const float max_a[2] = {smem.mailbox_a[row0], smem.mailbox_a[row0 + 8]};
         update_max(row_max, max_a, base, alpha);
         float beta[2] = {1.0f, 1.0f};
@@ -806,7 +853,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 
         // ---- O_R = alpha O_R + P_A V_A,R ----
         scale_rows(o, alpha);
-        wait_tiles<kTilesLeft, 2 * kTilesLeft>(smem.k_full[0], k_phase[0]);  // visibility, as above
+        wait_v_tiles<kTilesLeft>(a_right_probed, smem.k_full[0], k_phase[0]);
         const int valid_a = seqlen - a * kBlockN;
         if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 1, valid_a, wg_thread);
         trace(kEvB_PvARReady);

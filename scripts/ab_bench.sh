@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A/B timing of two source trees on one GPU, alternating runs so that clock and thermal drift hit
+# both alike. The base tree is a plain export of a commit, made on the build machine:
+#   mkdir -p build-ab/base && git archive <commit> | tar -x -C build-ab/base
+# then, on the GPU machine (with .deps/cutlass present; build-ab/base carried along):
+#   bash scripts/ab_bench.sh [cases...]      (default: C A G D; ROUNDS=2 alternations)
+# Prints one line per run and the per-case medians; logs to $OUT.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:-$root/build-ab/logs}"
+mkdir -p "$out"
+cases=("$@")
+[ ${#cases[@]} -eq 0 ] && cases=(C A G D)
+rounds="${ROUNDS:-2}"
+gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+common=(-DCMAKE_BUILD_TYPE=Release -DMLA_BUILD_TESTS=OFF -DMLA_BUILD_PYTHON=OFF
+        -DMLA_CUTLASS_INCLUDE_DIR="$root/.deps/cutlass/include")
+
+if [ ! -f build-ab/base/CMakeLists.txt ]; then
+  echo "build-ab/base is missing: export the base commit there first (see the header)"; exit 2
+fi
+( cmake -S build-ab/base -B build-ab/base-build $gen "${common[@]}" &&
+  cmake --build build-ab/base-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_base.log" 2>&1 &
+( cmake -S . -B build-ab/new-build $gen "${common[@]}" &&
+  cmake --build build-ab/new-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_new.log" 2>&1 &
+wait
+for side in base new; do
+  [ -x "build-ab/$side-build/tools/mla-bench/mla-bench" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log"; exit 1; }
+done
+
+for c in "${cases[@]}"; do
+  for r in $(seq "$rounds"); do
+    for side in base new; do
+      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" --case "$c" --iters 40 --no-verify 2>/dev/null |
+          awk -v c="$c" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
+      echo "$c $side ${t:-FAIL}" | tee -a "$out/ab.txt"
+    done
+  done
+done
+echo "--- medians (us)"
+for c in "${cases[@]}"; do
+  for side in base new; do
+    printf '%s %-4s %s\n' "$c" "$side" "$(awk -v c="$c" -v s="$side" '$1 == c && $2 == s { print $3 }' "$out/ab.txt" | sort -n |
+      awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+  done
+done

@@ -26,6 +26,7 @@
 #include "gpu/hopper_gpu.h"
 #include "mla/decode.h"
 #include "reference/cpu_reference.h"
+#include "reference/device_inputs.h"
 #include "reference/gpu_reference.h"
 
 namespace {
@@ -42,49 +43,6 @@ constexpr double kLseAtol = 1e-4;
     ASSERT_EQ(e_, cudaSuccess) << #call << ": " << cudaGetErrorString(e_);              \
   } while (0)
 
-
-// ---- device-side input generation (host generation of GBs of KV would dominate the run) ----
-
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// Standard normal values (Box-Muller on two hashed uniforms) stored as bf16/fp16.
-template <typename T>
-__global__ void fill_normal(T* data, size_t n, uint64_t seed, float stddev) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const uint64_t h = mix64(seed ^ mix64(i));
-    const float u1 = ((h >> 40) + 1) * (1.0f / 16777217.0f);
-    const float u2 = ((h >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);
-    const float v = stddev * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
-    if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) data[i] = __float2half_rn(v);
-    else data[i] = __float2bfloat16_rn(v);
-  }
-}
-
-// Token t of physical page p is poisoned (NaN) when t >= valid_tokens[p].
-template <typename T>
-__global__ void poison_kv(T* kv, const int32_t* valid_tokens, int num_pages, int page_size,
-                          int h_kv, int d) {
-  const size_t per_page = static_cast<size_t>(page_size) * h_kv * d;
-  const size_t n = per_page * num_pages;
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int page = static_cast<int>(i / per_page);
-    const int token = static_cast<int>((i % per_page) / (static_cast<size_t>(h_kv) * d));
-    if (token >= valid_tokens[page]) {
-      if constexpr (std::is_same_v<T, __half>) kv[i] = __ushort_as_half(0x7E00);
-      else kv[i] = __ushort_as_bfloat16(0x7FC0);
-    }
-  }
-}
-
-template <typename T>
-void fill_normal_async(void* data, size_t n, uint64_t seed, float stddev) {
-  fill_normal<T><<<1024, 256>>>(static_cast<T*>(data), n, seed, stddev);
-}
 
 struct Case {
   mla::DType dtype = mla::DType::kBF16;
@@ -204,21 +162,15 @@ void make_problem(const Case& c, std::mt19937_64& rng, Problem& p) {
   int32_t* d_valid = nullptr;
   ASSERT_EQ(cudaMalloc(&d_valid, sizeof(int32_t) * a.num_pages), cudaSuccess);
 
+  // Device-side generation (host generation of the larger cases' KV would dominate the run).
   const uint64_t seed = rng();
-  if (c.dtype == mla::DType::kFP16) {
-    fill_normal_async<__half>(p.q, p.q_elems, seed, 1.0f);
-    fill_normal_async<__half>(p.kv, p.kv_elems, seed ^ 0x5555, 1.0f);
-  } else {
-    fill_normal_async<__nv_bfloat16>(p.q, p.q_elems, seed, 1.0f);
-    fill_normal_async<__nv_bfloat16>(p.kv, p.kv_elems, seed ^ 0x5555, 1.0f);
-  }
+  ASSERT_EQ(ref::fill_normal(p.q, p.q_elems, c.dtype, seed, 1.0f, nullptr), cudaSuccess);
+  ASSERT_EQ(ref::fill_normal(p.kv, p.kv_elems, c.dtype, seed ^ 0x5555, 1.0f, nullptr), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(d_valid, valid_tokens.data(), sizeof(int32_t) * a.num_pages,
                        cudaMemcpyHostToDevice), cudaSuccess);
-  if (c.dtype == mla::DType::kFP16)
-    poison_kv<__half><<<1024, 256>>>(static_cast<__half*>(p.kv), d_valid, a.num_pages, 64, c.h_kv, d);
-  else
-    poison_kv<__nv_bfloat16><<<1024, 256>>>(static_cast<__nv_bfloat16*>(p.kv), d_valid,
-                                            a.num_pages, 64, c.h_kv, d);
+  ASSERT_EQ(ref::poison_kv(p.kv, a.num_pages, 64, static_cast<int64_t>(c.h_kv) * d, d_valid,
+                           c.dtype, nullptr),
+            cudaSuccess);
   ASSERT_EQ(cudaMemcpy(p.d_block_table, p.block_table.data(),
                        sizeof(int32_t) * p.block_table.size(), cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(p.d_seqlens, p.lengths.data(), sizeof(int32_t) * c.batch,

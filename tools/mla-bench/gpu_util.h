@@ -1,4 +1,5 @@
-// mla-bench GPU helpers: error handling, owned device buffers, input generation kernels.
+// mla-bench GPU helpers: error handling, owned device buffers, input generation (the kernels
+// live in mla_reference, src/reference/device_inputs.h, shared with the GPU tests).
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,5 +1,6 @@
 // GPU implementation of the split-KV scheduler (algorithm in scheduler.h, host twin in
-// scheduler_host.cpp: keep the phases in step).
+// scheduler_host.cpp: keep the phases in step; the greedy walk and the part records are shared
+// code, greedy_walk.h).
 //
 // Grid: one CTA of 1024 threads. The batch is processed in chunks of 1024 requests (any batch
 // size in one launch). Phases:
@@ -16,6 +17,7 @@
 
 #include <cuda_runtime.h>
 
+#include "sched/greedy_walk.h"
 #include "sched/scheduler.h"
 
 namespace mla::detail {
@@ -27,20 +29,12 @@ constexpr int kSmemCostCap = 6144;  // cost prefix entries kept in shared memory
 constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kWarps == 32, "the block scan finishes with one warp over the per-warp sums");
 
-struct PartRecord {
-  int32_t begin_req, begin_block, end_req, end_block, split_index, inner_cost;
-};
-
 struct Shared {
   int32_t cost_prefix[kSmemCostCap];
   PartRecord rec[kMaxScheduleParts];
   int64_t warp_sums[kWarps];
   int num_nonempty;
 };
-
-__device__ __forceinline__ int32_t clamp_i32(int64_t v) {
-  return static_cast<int32_t>(v < 0 ? 0 : (v > INT32_MAX ? INT32_MAX : v));
-}
 
 // Inclusive scan of v over the CTA; *total gets the CTA sum. Every thread must call it.
 __device__ int64_t block_inclusive_scan(int64_t v, int64_t* warp_sums, int64_t* total) {
@@ -126,52 +120,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) cost_store[0] = 0;
   __syncthreads();
 
-  // Phase 2.
+  // Phase 2: warp 0 walks (the search is warp-collective), lane 0 stores the records.
   if (tid < 32) {
     const CostPrefix c{in_smem ? sh.cost_prefix : nullptr, in_smem ? nullptr : split_offsets};
-    const int64_t total = c[batch];
-    const int64_t payload = schedule_payload(total, num_sm_parts, tuning);
-    int num_nonempty = 0;
-    if (total > 0) {
-      const int last_nonempty = warp_search_last_le(c, 0, batch, total - 1);
-      int cur_req = warp_search_last_le(c, 0, batch, 0);
-      int cur_block = 0, split_index = 0;
-      int64_t x = 0;
-      bool mid = false;
-      for (int p = 0; p < num_sm_parts && x < total; ++p) {
-        PartRecord r{cur_req, cur_block, 0, 0, split_index, 0};
-        const int64_t end = x + payload - (mid ? o : 0);
-        if (end >= total) {
-          r.end_req = max(last_nonempty, cur_req);
-          r.end_block = schedule_blocks_of(cache_seqlens[r.end_req]);
-          x = total;
-        } else {
-          const int j = warp_search_last_le(c, cur_req, batch, end);
-          const int64_t cj = c[j];
-          const int64_t cut = end - cj - o;
-          if (cut >= 1) {
-            r.end_req = j;
-            r.end_block = static_cast<int32_t>(cut);
-            split_index = (j == cur_req) ? split_index + 1 : 1;
-            cur_req = j;
-            cur_block = static_cast<int32_t>(cut);
-            mid = true;
-            x = end;
-          } else {
-            r.end_req = max(warp_search_last_le(c, cur_req, batch, cj - 1), cur_req);
-            r.end_block = schedule_blocks_of(cache_seqlens[r.end_req]);
-            split_index = 0;
-            cur_req = j;
-            cur_block = 0;
-            mid = false;
-            x = cj;
-          }
-        }
-        if (r.end_req > r.begin_req) r.inner_cost = clamp_i32(c[r.end_req] - c[r.begin_req + 1]);
-        if (tid == 0) sh.rec[p] = r;
-        num_nonempty = p + 1;
-      }
-    }
+    const int num_nonempty = greedy_walk(
+        batch, num_sm_parts, tuning, [&](int r) { return c[r]; },
+        [&](int lo, int hi, int64_t y) { return warp_search_last_le(c, lo, hi, y); },
+        [&](int r) { return schedule_blocks_of(cache_seqlens[r]); },
+        [&](int p, const PartRecord& r) {
+          if (tid == 0) sh.rec[p] = r;
+        });
     if (tid == 0) sh.num_nonempty = num_nonempty;
   }
   __syncthreads();
@@ -200,35 +158,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     int64_t chunk_total;
     const int64_t incl = block_inclusive_scan(splits, sh.warp_sums, &chunk_total);
-    if (i < batch) split_offsets[i] = clamp_i32(carry + incl - splits);
+    if (i < batch) split_offsets[i] = saturate_i32(carry + incl - splits);
     carry += chunk_total;
   }
-  if (tid == 0) split_offsets[batch] = clamp_i32(carry);
+  if (tid == 0) split_offsets[batch] = saturate_i32(carry);
   __syncthreads();
 
-  // Phase 4.
+  // Phase 4: two 16-byte stores per record.
   for (int p = tid; p < num_sm_parts; p += kThreads) {
-    int4 lo4 = make_int4(0, 0, -1, 0);
-    int4 hi4 = make_int4(0, 0, 0, 0);
-    if (p < num_nonempty) {
-      const PartRecord r = sh.rec[p];
-      int64_t blocks;
-      if (r.end_req == r.begin_req) {
-        blocks = static_cast<int64_t>(r.end_block) - r.begin_block;
-      } else {
-        const int64_t inner_splits =
-            static_cast<int64_t>(split_offsets[r.end_req]) - split_offsets[r.begin_req + 1];
-        blocks = static_cast<int64_t>(schedule_blocks_of(cache_seqlens[r.begin_req])) -
-                 r.begin_block + r.end_block + r.inner_cost - o * inner_splits;
-      }
-      lo4 = make_int4(r.begin_req, r.begin_block, r.end_req, r.end_block);
-      hi4 = make_int4(
-          clamp_i32(static_cast<int64_t>(split_offsets[r.begin_req]) + r.split_index),
-          clamp_i32(blocks), 0, 0);
-    }
+    const PartMetadata m =
+        p < num_nonempty
+            ? part_metadata(sh.rec[p], split_offsets,
+                            schedule_blocks_of(cache_seqlens[sh.rec[p].begin_req]),
+                            tuning.split_overhead_blocks)
+            : empty_part_metadata();
     int4* dst = reinterpret_cast<int4*>(parts + p);
-    dst[0] = lo4;
-    dst[1] = hi4;
+    dst[0] = make_int4(m.begin_req, m.begin_block, m.end_req, m.end_block);
+    dst[1] = make_int4(m.begin_slot, m.num_blocks, 0, 0);
   }
 }
 

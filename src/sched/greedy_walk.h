@@ -76,7 +76,9 @@ MLA_SCHED_HD int greedy_walk(int batch, int num_sm_parts, const ScheduleTuning& 
         x = cost_j;
       }
     }
-    if (r.end_req > r.begin_req) r.inner_cost = saturate_i32(cost(r.end_req) - cost(r.begin_req + 1));
+    if (r.end_req > r.begin_req) {
+      r.inner_cost = saturate_i32(cost(r.end_req) - cost(r.begin_req + 1));
+    }
     emit(p, r);
     num_nonempty = p + 1;
   }
@@ -86,7 +88,8 @@ MLA_SCHED_HD int greedy_walk(int batch, int num_sm_parts, const ScheduleTuning& 
 // Phase 4: the metadata of part record r (non-empty), given split_offsets of the batch and the
 // blocks of its first request.
 MLA_SCHED_HD inline PartMetadata part_metadata(const PartRecord& r, const int32_t* split_offsets,
-                                               int32_t begin_req_blocks, int split_overhead_blocks) {
+                                               int32_t begin_req_blocks,
+                                               int split_overhead_blocks) {
   int64_t blocks;
   if (r.end_req == r.begin_req) {
     blocks = static_cast<int64_t>(r.end_block) - r.begin_block;

@@ -253,7 +253,7 @@ __device__ __forceinline__ void fence_accumulator(float (&acc)[N]) {
   for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(acc[i]);
 }
 
-// ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) ----------------------
+// ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) -------------------
 // With MLA_DECODE_TRACE defined, lane 0 of each warp appends (event id, clock64) records to
 // decode_trace_buffer[cta][warp][kTraceEvents]. Without it Trace is empty and the kernel
 // is unchanged.
@@ -281,14 +281,14 @@ struct Trace {
 };
 #endif
 
-// Event ids of the trace (see the probe for their meaning in the timeline).
+// Event ids of the trace (names in tools/probe/trace_probe.cu). kEvA_* are WG0's steps of a
+// pair, kEvB_* WG1's.
 enum TraceEvent : int {
   kEvKernelStart = 0, kEvRequestStart = 1, kEvFirstS = 2,
   kEvA_SoftmaxDone = 10, kEvA_ScaleA = 11, kEvA_PvAL = 12, kEvA_ScaleB = 13, kEvA_PvBLIssued = 14,
-  kEvA_PvBLDone = 15, kEvA_NextS = 16,
-  kEvB_ScaleA = 20, kEvB_PvARIssued = 21, kEvB_SoftmaxDone = 22, kEvB_ScaleB = 23, kEvB_PvARDone = 24,
-  kEvB_PvBR = 25, kEvB_NextS = 26,
-  kEvA_PvBLReady = 17, kEvB_PvARReady = 27,
+  kEvA_PvBLDone = 15, kEvA_NextS = 16, kEvA_PvBLReady = 17,
+  kEvB_ScaleA = 20, kEvB_PvARIssued = 21, kEvB_SoftmaxDone = 22, kEvB_ScaleB = 23,
+  kEvB_PvARDone = 24, kEvB_PvBR = 25, kEvB_NextS = 26, kEvB_PvARReady = 27,
   kEvTileWaited = 40,  // + tile index: mbarrier wait of a K tile done inside S
   kEvSegmentArrive = 50, kEvSegmentEnd = 51, kEvEpilogueDone = 52,
 };
@@ -812,7 +812,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
             trace(kEvA_PvBLDone);
             if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
           }
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s,
+                                                 trace);
         }
         cute::warpgroup_wait<0>();
         fence_accumulator(s);
@@ -894,7 +895,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s,
+                                                 trace);
           issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
           cute::warpgroup_wait<0>();
           fence_accumulator(s);

@@ -62,6 +62,28 @@ __device__ __forceinline__ void store4(void* out, int64_t offset, float4 v, bool
   }
 }
 
+// Where output row `row` (request, query token, head; rows of one request adjacent) lives.
+struct RowLocation {
+  int request, token, head;
+  int64_t out_offset;  // element offset of the row in params.out
+  // Index of the row in params.lse ([b, h_q, s_q]), computed where it is stored.
+  __device__ __forceinline__ int64_t lse_index(const CombineParams& params) const {
+    return (static_cast<int64_t>(request) * params.num_heads_q + head) * params.seqlen_q + token;
+  }
+};
+
+__device__ __forceinline__ RowLocation locate_row(const CombineParams& params, int64_t row) {
+  const int h_q = params.num_heads_q, s_q = params.seqlen_q;
+  RowLocation r;
+  r.head = static_cast<int>(row % h_q);
+  r.token = static_cast<int>((row / h_q) % s_q);
+  r.request = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
+  r.out_offset = static_cast<int64_t>(r.request) * params.out_batch_stride +
+                 static_cast<int64_t>(r.token) * params.out_seq_stride +
+                 static_cast<int64_t>(r.head) * params.out_head_stride;
+  return r;
+}
+
 template <bool kFp16>
 __global__ void __launch_bounds__(kThreads)
     combine_kernel(CombineParams params, bool vectorised_store) {
@@ -70,13 +92,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float row_lse;
 
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
-  const int64_t row = blockIdx.x;
-  const int h = static_cast<int>(row % h_q);
-  const int s = static_cast<int>((row / h_q) % s_q);
-  const int i = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
-  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
-                             static_cast<int64_t>(s) * params.out_seq_stride +
-                             static_cast<int64_t>(h) * params.out_head_stride;
+  const RowLocation loc = locate_row(params, blockIdx.x);
+  const int h = loc.head, s = loc.token, i = loc.request;
+  const int64_t out_offset = loc.out_offset;
   const int d4 = params.head_dim_v / 4;
 
   // split_offsets was written by the scheduler, before the main kernel started, so it may be read
@@ -87,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
   if (num_splits <= 0) {
     for (int c = threadIdx.x; c < d4; c += kThreads)
       store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
-    if (threadIdx.x == 0) params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = INFINITY;
+    if (threadIdx.x == 0) params.lse[loc.lse_index(params)] = INFINITY;
     return;
   }
 
@@ -182,7 +200,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = row_lse;
+    params.lse[loc.lse_index(params)] = row_lse;
   }
 }
 
@@ -195,12 +213,9 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerCta + threadIdx.x / 32;
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
   if (row >= static_cast<int64_t>(params.batch) * s_q * h_q) return;
-  const int h = static_cast<int>(row % h_q);
-  const int s = static_cast<int>((row / h_q) % s_q);
-  const int i = static_cast<int>(row / (static_cast<int64_t>(h_q) * s_q));
-  const int64_t out_offset = static_cast<int64_t>(i) * params.out_batch_stride +
-                             static_cast<int64_t>(s) * params.out_seq_stride +
-                             static_cast<int64_t>(h) * params.out_head_stride;
+  const RowLocation loc = locate_row(params, row);
+  const int h = loc.head, s = loc.token, i = loc.request;
+  const int64_t out_offset = loc.out_offset;
   const int d4 = params.head_dim_v / 4;
 
   const int first = __ldg(params.split_offsets + i);
@@ -209,7 +224,7 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
   if (num_splits <= 0) {
     for (int c = lane; c < d4; c += 32)
       store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
-    if (lane == 0) params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = INFINITY;
+    if (lane == 0) params.lse[loc.lse_index(params)] = INFINITY;
     return;
   }
   wait_for_previous_grid();
@@ -264,7 +279,7 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
     }
   }
   if (lane == 0)
-    params.lse[(static_cast<int64_t>(i) * h_q + h) * s_q + s] = (L == -INFINITY) ? INFINITY : L;
+    params.lse[loc.lse_index(params)] = (L == -INFINITY) ? INFINITY : L;
 }
 
 }  // namespace

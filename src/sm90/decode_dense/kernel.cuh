@@ -202,9 +202,6 @@ struct MmaOps<__nv_bfloat16> {
     __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
   }
-  static __device__ __forceinline__ __nv_bfloat162 pack2(float a, float b) {
-    return __floats2bfloat162_rn(a, b);
-  }
 };
 template <>
 struct MmaOps<__half> {
@@ -217,9 +214,6 @@ struct MmaOps<__half> {
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     __half2 v = __floats2half2_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ __half2 pack2(float a, float b) {
-    return __floats2half2_rn(a, b);
   }
 };
 

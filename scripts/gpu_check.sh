@@ -67,7 +67,8 @@ for stage in "${stages[@]}"; do
       # rebuilt with MLA_DECODE_TRACE, linked ahead of the library's. TRACE_CASES narrows the shapes.
       run_stage trace_build 300 nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src \
         -isystem .deps/cutlass/include -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-        tools/probe/trace_probe.cu "$build/libmla.a" -lcuda -o "$build/trace_probe"
+        tools/probe/trace_probe.cu "$build/libmla.a" "$build/libmla_reference.a" -lcuda \
+        -o "$build/trace_probe"
       run_stage trace 300 "$build/trace_probe" ${TRACE_CASES:-}
       ;;
     memprofile)

@@ -1,13 +1,14 @@
 // Diagnostic, not part of the build: the dense decode kernel's timeline, per warpgroup.
 //
-// This unit compiles the bf16 kernel with MLA_DECODE_TRACE (kernel.cuh), so thread 0 of each
-// warpgroup logs (event, clock64) at the steps of the seesaw schedule. Linked before libmla.a, its
+// This unit compiles the bf16 kernel with MLA_DECODE_TRACE (kernel.cuh), so lane 0 of each warp
+// logs (event, clock64) at the steps of the seesaw schedule. Linked before libmla.a, its
 // launch_kernel<bf16> replaces the library's. For each shape it runs mla::decode a few times on
 // random data with random page order (L2 flushed before the traced run), then prints, over all
-// CTAs, the mean clocks between consecutive events of each warpgroup, and each step's share.
+// CTAs, the mean clocks between consecutive events of each warpgroup, each step's share, and how
+// far the four warps of a warpgroup drift apart. Built and run by `scripts/gpu_check.sh trace`:
 //   nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src -isystem .deps/cutlass/include \
 //     -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-//     tools/probe/trace_probe.cu build/libmla.a -lcuda -o trace_probe
+//     tools/probe/trace_probe.cu build/libmla.a build/libmla_reference.a -lcuda -o trace_probe
 #ifndef MLA_DECODE_TRACE
 #define MLA_DECODE_TRACE 1
 #endif
@@ -16,12 +17,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "mla/decode.h"
+#include "probe_problem.h"
 
 namespace mla::sm90::decode_dense {
 template cudaError_t launch_kernel<__nv_bfloat16>(const Params&, const CUtensorMap&,
@@ -38,15 +38,6 @@ namespace dd = mla::sm90::decode_dense;
       return 1;                                                                       \
     }                                                                                 \
   } while (0)
-
-__global__ void fill_uniform(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
-    p[i] = __float2bfloat16((x & 0xffff) / 32768.0f - 1.0f);
-  }
-}
 
 static std::string event_name(int id) {
   switch (id) {
@@ -80,40 +71,16 @@ static std::string event_name(int id) {
 }
 
 static int run(const char* name, int b, int s_k, int h_q, int s_q) {
-  mla::DecodeArgs a;
-  a.batch = b; a.seqlen_q = s_q; a.num_heads_q = h_q; a.num_heads_kv = 1;
-  const int pages_per = s_k / 64;
-  a.num_pages = b * pages_per; a.max_pages_per_seq = pages_per;
-  a.causal = s_q > 1;
-  mla::set_contiguous_strides(a);
-  const size_t q_elems = size_t(b) * s_q * h_q * 576, kv_elems = size_t(a.num_pages) * 64 * 576;
-  __nv_bfloat16 *q, *kv;
-  void* out; float* lse; int32_t *bt, *lens;
-  CK(cudaMalloc(&q, q_elems * 2));
-  CK(cudaMalloc(&kv, kv_elems * 2));
-  fill_uniform<<<1024, 256>>>(q, q_elems, 1);
-  fill_uniform<<<1024, 256>>>(kv, kv_elems, 2);
-  CK(cudaMalloc(&out, size_t(b) * s_q * h_q * 512 * 2));
-  CK(cudaMalloc(&lse, size_t(b) * s_q * h_q * 4));
-  CK(cudaMalloc(&bt, size_t(a.num_pages) * 4));
-  CK(cudaMalloc(&lens, size_t(b) * 4));
-  std::vector<int32_t> table(a.num_pages), l(b, s_k);
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937(1));
-  CK(cudaMemcpy(bt, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(lens, l.data(), l.size() * 4, cudaMemcpyHostToDevice));
-  a.q = q; a.kv_cache = kv; a.out = out; a.lse = lse; a.block_table = bt; a.cache_seqlens = lens;
-  const auto plan = mla::plan_decode(a, mla::device_num_sms(0));
-  void *sched, *ws, *flush;
-  CK(cudaMalloc(&sched, plan.schedule_bytes));
-  CK(cudaMalloc(&ws, plan.workspace_bytes));
-  CK(cudaMalloc(&flush, 256 << 20));
-  if (!mla::schedule(a, plan, sched, nullptr).ok()) return 1;
+  ProbeProblem problem;
+  if (!problem.init(b, s_k, h_q, s_q, ProbeProblem::Data::kNormal, /*one_page=*/false)) return 1;
+  const mla::DecodePlan& plan = problem.plan;
+  void* flush = nullptr;
+  if (!problem.alloc(&flush, 256 << 20)) return 1;
 
-  const int ctas = plan.num_m_blocks * a.num_heads_kv * plan.num_sm_parts;
+  const int ctas = plan.num_m_blocks * problem.args.num_heads_kv * plan.num_sm_parts;
   const size_t trace_elems = size_t(ctas) * 8 * dd::kTraceEvents;
-  uint64_t* trace;
-  CK(cudaMalloc(&trace, trace_elems * 8));
+  uint64_t* trace = nullptr;
+  if (!problem.alloc(reinterpret_cast<void**>(&trace), trace_elems * 8)) return 1;
   uint64_t* null_trace = nullptr;
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0); cudaEventCreate(&e1);
@@ -124,7 +91,7 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
     if (traced) CK(cudaMemset(trace, 0xff, trace_elems * 8));
     CK(cudaMemset(flush, it, 256 << 20));
     cudaEventRecord(e0);
-    mla::Status st = mla::decode(a, plan, sched, ws, nullptr);
+    const mla::Status st = problem.decode();
     cudaEventRecord(e1);
     if (!st.ok()) { std::printf("%s\n", st.to_string().c_str()); return 1; }
     CK(cudaEventSynchronize(e1));
@@ -196,8 +163,6 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
                   100.0 * acc.sum / total, acc.skew / acc.n);
     }
   }
-  cudaFree(q); cudaFree(kv); cudaFree(out); cudaFree(lse); cudaFree(bt); cudaFree(lens);
-  cudaFree(sched); cudaFree(ws); cudaFree(flush); cudaFree(trace);
   return 0;
 }
 

@@ -374,40 +374,26 @@ TEST(CheckReject, NonFiniteSoftmaxScale) {
 
 // ---- pointers ----
 
-TEST(CheckReject, NullQ) {
-  DecodeArgs a = valid_args();
-  a.q = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"q != nullptr"});
-}
-
-TEST(CheckReject, NullKvCache) {
-  DecodeArgs a = valid_args();
-  a.kv_cache = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"kv_cache != nullptr"});
-}
-
-TEST(CheckReject, NullBlockTable) {
-  DecodeArgs a = valid_args();
-  a.block_table = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"block_table != nullptr"});
-}
-
-TEST(CheckReject, NullCacheSeqlens) {
-  DecodeArgs a = valid_args();
-  a.cache_seqlens = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"cache_seqlens != nullptr"});
-}
-
-TEST(CheckReject, NullOut) {
-  DecodeArgs a = valid_args();
-  a.out = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"out != nullptr"});
-}
-
-TEST(CheckReject, NullLse) {
-  DecodeArgs a = valid_args();
-  a.lse = nullptr;
-  expect_reject(a, StatusCode::kInvalidArgument, {"lse != nullptr"});
+// Each required pointer, set to null on its own, is rejected with its own name in the message.
+TEST(CheckReject, NullPointers) {
+  struct Case {
+    const char* expected;
+    void (*make_null)(DecodeArgs&);
+  };
+  const Case cases[] = {
+      {"q != nullptr", [](DecodeArgs& a) { a.q = nullptr; }},
+      {"kv_cache != nullptr", [](DecodeArgs& a) { a.kv_cache = nullptr; }},
+      {"block_table != nullptr", [](DecodeArgs& a) { a.block_table = nullptr; }},
+      {"cache_seqlens != nullptr", [](DecodeArgs& a) { a.cache_seqlens = nullptr; }},
+      {"out != nullptr", [](DecodeArgs& a) { a.out = nullptr; }},
+      {"lse != nullptr", [](DecodeArgs& a) { a.lse = nullptr; }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    DecodeArgs a = valid_args();
+    c.make_null(a);
+    expect_reject(a, StatusCode::kInvalidArgument, {c.expected});
+  }
 }
 
 // ---- aliasing ----

@@ -57,8 +57,8 @@ for stage in "${stages[@]}"; do
       # Kernel durations of one decode step per default case (main kernel, combine), no clock
       # changes: ncu --clock-control none.
       for c in ${PROFILE_CASES:-E F C}; do
-        run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_dense_kernel|combine_kernel' \
-          --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+        run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_(dense|narrow)_kernel|combine_kernel' \
+          --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
           "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
       done
       ;;
@@ -75,7 +75,7 @@ for stage in "${stages[@]}"; do
       # Where the bytes go for one case: DRAM and L2 traffic, L2 hit rate, memory and tensor
       # utilisation of the main kernel (ncu --clock-control none).
       for c in ${PROFILE_CASES:-C}; do
-        run_stage "memprofile_$c" 300 ncu --clock-control none -k 'regex:decode_dense_kernel' \
+        run_stage "memprofile_$c" 300 ncu --clock-control none -k 'regex:decode_(dense|narrow)_kernel' \
           --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
           --section ComputeWorkloadAnalysis \
           --metrics dram__bytes_read.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed \

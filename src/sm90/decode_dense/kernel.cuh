@@ -50,6 +50,7 @@
 #include <cute/arch/mma_sm90_gmma.hpp>
 
 #include "sm90/decode_dense/config.h"
+#include "sm90/decode_dense/device_ops.cuh"
 #include "sm90/decode_dense/params.h"
 
 namespace mla::sm90::decode_dense {
@@ -67,185 +68,6 @@ struct SharedStorage {
   alignas(8) uint64_t k_full[kNumBuffers][kNumTilesQK];  // [buffer][tile]: TMA bytes landed
   alignas(8) uint64_t q_full;                  // TMA bytes of a request's Q landed
 };
-
-// ---- small PTX wrappers ----------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
-
-__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
-}
-
-__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
-}
-
-__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
-               "r"(bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n"
-        " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
-}
-
-// One probe of a phase: 1 if it completed (with the same acquire semantics as mbarrier_wait), 0 if
-// not yet. Lets the caller put independent work between the probe and the use of its result.
-__device__ __forceinline__ uint32_t mbarrier_probe(uint64_t* bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n .reg .pred p;\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      " selp.u32 %0, 1, 0, p;\n}"
-      : "=r"(done)
-      : "r"(smem_addr(bar)), "r"(parity)
-      : "memory");
-  return done;
-}
-
-// One probe of four consecutive barriers (bars[0..3]) at once: the four probes are in flight
-// together instead of one round trip each. 1 if all four phases completed.
-__device__ __forceinline__ uint32_t mbarrier_probe4(uint64_t* bars, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n .reg .pred p0, p1, p2, p3;\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 p0, [%1], %2;\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 p1, [%1+8], %2;\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 p2, [%1+16], %2;\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 p3, [%1+24], %2;\n"
-      " and.pred p0, p0, p1;\n"
-      " and.pred p2, p2, p3;\n"
-      " and.pred p0, p0, p2;\n"
-      " selp.u32 %0, 1, 0, p0;\n}"
-      : "=r"(done)
-      : "r"(smem_addr(bars)), "r"(parity)
-      : "memory");
-  return done;
-}
-
-// Orders this thread's generic-proxy shared-memory writes before later async-proxy reads
-// (wgmma operands, TMA).
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-}
-
-__device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
-}
-
-// L2 policy for KV: read exactly once per decode step, so it should not evict anything else.
-inline constexpr uint64_t kL2EvictFirst = 0x12F0000000000000ull;
-
-__device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, uint64_t* bar, void* dst,
-                                            int c0, int c1, int c2, int c3) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      ".L2::cache_hint [%0], [%1, {%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2),
-      "r"(c3), "l"(kL2EvictFirst)
-      : "memory");
-}
-
-// wgmma shared-memory descriptor, 128-byte swizzle. K-major: sbo = 1024 (8 rows of 128 bytes),
-// lbo unused. MN-major: lbo = bytes between 64-element column chunks, sbo = 8 rows of k.
-__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  uint64_t desc = 0;
-  desc |= static_cast<uint64_t>((addr & 0x3FFFF) >> 4);
-  desc |= static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16;
-  desc |= static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32;
-  desc |= static_cast<uint64_t>(1) << 62;  // SWIZZLE_128B
-  return desc;
-}
-
-// base advanced by byte_offset (a multiple of 16) in its start-address field. Volatile so the
-// compiler materialises each descriptor right before its wgmma instead of hoisting all of them
-// (36 per block for S = Q K^T) into live registers, which spills the accumulators.
-__device__ __forceinline__ uint64_t desc_advance(uint64_t base, uint32_t byte_offset) {
-  uint64_t desc;
-  asm volatile("add.s64 %0, %1, %2;"
-               : "=l"(desc)
-               : "l"(base), "l"(static_cast<uint64_t>(byte_offset >> 4)));
-  return desc;
-}
-
-// Byte offset of element (row, col) inside one 64 x 64 tile with the TMA 128-byte swizzle
-// (16-byte chunk index XOR row % 8). Tiles are 1024-byte aligned, so this matches both TMA
-// and the wgmma SWIZZLE_128B layout.
-__device__ __forceinline__ uint32_t swizzled_offset(int row, int col) {
-  const uint32_t chunk = static_cast<uint32_t>(col >> 3) ^ static_cast<uint32_t>(row & 7);
-  return static_cast<uint32_t>(row) * 128u + chunk * 16u + static_cast<uint32_t>(col & 7) * 2u;
-}
-
-template <typename Element>
-struct MmaOps;
-template <>
-struct MmaOps<__nv_bfloat16> {
-  using QK = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
-                                                           cute::SM90::GMMA::Major::K>;
-  using PV = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
-                                                            cute::SM90::GMMA::Major::MN>;
-  using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K,
-                                                                cute::SM90::GMMA::Major::MN>;
-  static __device__ __forceinline__ uint32_t pack(float a, float b) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-};
-template <>
-struct MmaOps<__half> {
-  using QK = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
-                                                         cute::SM90::GMMA::Major::K>;
-  using PV = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
-                                                          cute::SM90::GMMA::Major::MN>;
-  using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<cute::SM90::GMMA::Major::K,
-                                                              cute::SM90::GMMA::Major::MN>;
-  static __device__ __forceinline__ uint32_t pack(float a, float b) {
-    __half2 v = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-};
-
-template <class Op, int N, size_t... I>
-__device__ __forceinline__ void gmma_impl(uint64_t desc_a, uint64_t desc_b, float (&acc)[N],
-                                          std::index_sequence<I...>) {
-  Op::fma(desc_a, desc_b, acc[I]...);
-}
-template <class Op, int N>
-__device__ __forceinline__ void gmma(uint64_t desc_a, uint64_t desc_b, float (&acc)[N]) {
-  gmma_impl<Op>(desc_a, desc_b, acc, std::make_index_sequence<N>{});
-}
-template <class Op, int N, size_t... I>
-__device__ __forceinline__ void gmma_rs_impl(const uint32_t (&a)[4], uint64_t desc_b,
-                                             float (&acc)[N], std::index_sequence<I...>) {
-  Op::fma(a[0], a[1], a[2], a[3], desc_b, acc[I]...);
-}
-// wgmma with A (64 x 16) from registers: a[] is this thread's fragment (see p_fragment below).
-template <class Op, int N>
-__device__ __forceinline__ void gmma_rs(const uint32_t (&a)[4], uint64_t desc_b, float (&acc)[N]) {
-  gmma_rs_impl<Op>(a, desc_b, acc, std::make_index_sequence<N>{});
-}
-template <int N>
-__device__ __forceinline__ void fence_fragment(uint32_t (&frag)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(frag[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void fence_accumulator(float (&acc)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) cute::warpgroup_fence_operand(acc[i]);
-}
 
 // ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) -------------------
 // With MLA_DECODE_TRACE defined, lane 0 of each warp appends (event id, clock64) records to
@@ -286,34 +108,6 @@ enum TraceEvent : int {
   kEvTileWaited = 40,  // + tile index: mbarrier wait of a K tile done inside S
   kEvSegmentArrive = 50, kEvSegmentEnd = 51, kEvEpilogueDone = 52,
 };
-
-// ---- the walk over a part's blocks ------------------------------------------------------------
-
-struct RequestRange {
-  int first_block;  // inclusive
-  int end_block;    // exclusive
-};
-
-__device__ __forceinline__ RequestRange request_range(const mla::detail::PartMetadata& part,
-                                                      int req, int seqlen) {
-  const int num_blocks = (seqlen + kBlockN - 1) / kBlockN;
-  RequestRange r;
-  r.first_block = req == part.begin_req ? part.begin_block : 0;
-  r.end_block = req == part.end_req ? part.end_block : num_blocks;
-  if (r.end_block > num_blocks) r.end_block = num_blocks;  // defensive: never read past the KV
-  return r;
-}
-
-// First request at or after req (up to the part's last) with KV blocks in this part; -1 if none.
-__device__ __forceinline__ int next_nonempty_request(const Params& params,
-                                                     const mla::detail::PartMetadata& part,
-                                                     int req) {
-  for (; req <= part.end_req; ++req) {
-    const RequestRange r = request_range(part, req, params.cache_seqlens[req]);
-    if (r.first_block < r.end_block) return req;
-  }
-  return -1;
-}
 
 // ---- TMA issue (one thread each) -------------------------------------------------------------
 
@@ -440,15 +234,6 @@ __device__ __forceinline__ void issue_pv_smem(uint32_t p_base, uint32_t v_base,
 
 // ---- per-thread softmax pieces (accumulator layout: this thread holds rows row0 and row0 + 8,
 //      columns 8 i + col0 + {0, 1}; s[4 i + 2 h + e] is row row0 + 8 h, column 8 i + col0 + e) ---
-
-// 2^x by the SFU alone. exp2f would add a denormal-range fix-up around every MUFU.EX2 (three more
-// instructions per score); results below 2^-126 flush to zero instead, which a softmax weight
-// relative to the row maximum never needs.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Row maxima of one block's raw scores, in the base-2 domain (scale_log2 > 0, so scaling the
 // maximum equals the maximum of the scaled scores, rounding included). When `masked`, the scores

@@ -11,6 +11,7 @@
 
 #include "sm90/decode_dense/config.h"
 #include "sm90/decode_dense/launch.h"
+#include "sm90/decode_narrow/launch.h"
 
 namespace mla::sm90::decode_dense {
 
@@ -72,13 +73,18 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (res != CUDA_SUCCESS) return fail("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(res));
 
-  // Q by TMA when a CTA's 64 rows are one box of the view (dim, head, s, b); see params.h.
+  // At most 16 rows per kv head: the narrow kernel (transposed products, rows as wgmma's N).
+  const bool narrow = params.rows_per_kv_head <= decode_narrow::kRows;
+  if (narrow && shape.num_m_blocks != 1) return fail("narrow kernel expects one m-block");
+  const int cta_rows = narrow ? decode_narrow::kRows : kBlockM;
+
+  // Q by TMA when a CTA's rows are one box of the view (dim, head, s, b); see params.h.
   Params p = params;
   CUtensorMap q_map{};
   p.q_tma = 0;
   p.q_box_heads = 0;
   const int hpg = params.heads_per_kv;
-  const bool q_box_fits = hpg % kBlockM == 0 || kBlockM % hpg == 0;
+  const bool q_box_fits = hpg % cta_rows == 0 || cta_rows % hpg == 0;
   // A stride of a size-1 dimension is never applied; TMA still wants it 16-byte aligned.
   auto q_stride_bytes = [](int64_t stride_elems, int size) -> cuuint64_t {
     return size == 1 ? 16 : static_cast<cuuint64_t>(stride_elems) * 2;
@@ -90,13 +96,13 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
                             q_strides[2] % 16 == 0 && q_strides[0] > 0 && q_strides[1] > 0 &&
                             q_strides[2] > 0 && (reinterpret_cast<uintptr_t>(params.q) & 15) == 0;
   if (q_box_fits && q_strides_ok) {
-    const int box_heads = hpg < kBlockM ? hpg : kBlockM;
+    const int box_heads = hpg < cta_rows ? hpg : cta_rows;
     const cuuint64_t q_dims[4] = {static_cast<cuuint64_t>(kHeadDimQK),
                                   static_cast<cuuint64_t>(params.num_heads_q),
                                   static_cast<cuuint64_t>(params.seqlen_q),
                                   static_cast<cuuint64_t>(params.batch)};
     const cuuint32_t q_box[4] = {kTileDim, static_cast<cuuint32_t>(box_heads),
-                                 static_cast<cuuint32_t>(kBlockM / box_heads), 1};
+                                 static_cast<cuuint32_t>(cta_rows / box_heads), 1};
     res = encode(&q_map,
                  kv.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
                  const_cast<void*>(params.q), q_dims, q_strides, q_box, element_strides,
@@ -109,6 +115,10 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
   }
 
   const dim3 grid(shape.num_m_blocks, params.num_heads_kv, shape.num_sm_parts);
+  if (narrow) {
+    return kv.is_fp16 ? decode_narrow::launch_kernel<__half>(p, kv_map, q_map, grid, stream)
+                      : decode_narrow::launch_kernel<__nv_bfloat16>(p, kv_map, q_map, grid, stream);
+  }
   return kv.is_fp16 ? launch_kernel<__half>(p, kv_map, q_map, grid, stream)
                     : launch_kernel<__nv_bfloat16>(p, kv_map, q_map, grid, stream);
 }

@@ -36,12 +36,12 @@ struct Params {
   float scale_log2;        // softmax_scale * log2(e): scores live in the base-2 domain
   int causal;              // bottom-right aligned causal mask when s_q > 1
 
-  // Q by TMA (q_map) when the CTA's 64 rows form one box of the 4-D view (dim, head, s, b):
-  // heads_per_kv a multiple of 64 (box 64 heads x 1 token) or a divisor of 64 (box heads_per_kv
-  // heads x 64 / heads_per_kv tokens; tokens past s_q come back as zeros). Otherwise 0: plain
-  // loads by the consumer threads.
+  // Q by TMA (q_map) when the CTA's R rows (64; 16 in decode_narrow) form one box of the 4-D
+  // view (dim, head, s, b): heads_per_kv a multiple of R (box R heads x 1 token) or a divisor of
+  // R (box heads_per_kv heads x R / heads_per_kv tokens; tokens past s_q come back as zeros).
+  // Otherwise 0: plain loads by the consumer threads.
   int q_tma;
-  int q_box_heads;         // heads per box (min(heads_per_kv, 64))
+  int q_box_heads;         // heads per box (min(heads_per_kv, rows per CTA))
 };
 
 }  // namespace mla::sm90::decode_dense

@@ -1,0 +1,6 @@
+#include "sm90/decode_narrow/instantiations/launch_kernel.cuh"
+
+namespace mla::sm90::decode_narrow {
+template cudaError_t launch_kernel<__half>(const decode_dense::Params&, const CUtensorMap&,
+                                           const CUtensorMap&, dim3, cudaStream_t);
+}  // namespace mla::sm90::decode_narrow

@@ -1,8 +1,8 @@
-// Diagnostic, not part of the build: the dense decode kernel's timeline, per warpgroup.
+// Diagnostic, not part of the build: the decode kernels' timeline, per warpgroup.
 //
-// This unit compiles the bf16 kernel with MLA_DECODE_TRACE (kernel.cuh), so lane 0 of each warp
-// logs (event, clock64) at the steps of the seesaw schedule. Linked before libmla.a, its
-// launch_kernel<bf16> replaces the library's. For each shape it runs mla::decode a few times on
+// This unit compiles the bf16 kernels (decode_dense and decode_narrow) with MLA_DECODE_TRACE
+// (device_ops.cuh), so lane 0 of each warp logs (event, clock64) at the steps of the schedule.
+// Linked before libmla.a, its launch_kernel<bf16> instances replace the library's. For each shape it runs mla::decode a few times on
 // random data with random page order (L2 flushed before the traced run), then prints, over all
 // CTAs, the mean clocks between consecutive events of each warpgroup, each step's share, and how
 // far the four warps of a warpgroup drift apart. Built and run by `scripts/gpu_check.sh trace`:
@@ -13,6 +13,7 @@
 #define MLA_DECODE_TRACE 1
 #endif
 #include "sm90/decode_dense/instantiations/launch_kernel.cuh"
+#include "sm90/decode_narrow/instantiations/launch_kernel.cuh"
 
 #include <algorithm>
 #include <cstdio>
@@ -25,6 +26,11 @@
 
 namespace mla::sm90::decode_dense {
 template cudaError_t launch_kernel<__nv_bfloat16>(const Params&, const CUtensorMap&,
+                                                  const CUtensorMap&, dim3, cudaStream_t);
+}
+
+namespace mla::sm90::decode_narrow {
+template cudaError_t launch_kernel<__nv_bfloat16>(const decode_dense::Params&, const CUtensorMap&,
                                                   const CUtensorMap&, dim3, cudaStream_t);
 }
 
@@ -63,6 +69,15 @@ static std::string event_name(int id) {
     case dd::kEvSegmentArrive: return "segment end arrive";
     case dd::kEvSegmentEnd: return "segment end passed";
     case dd::kEvEpilogueDone: return "epilogue stored";
+    case dd::kEvN_SDone: return "S^T done";
+    case dd::kEvN_MaxExchanged: return "column max exchanged";
+    case dd::kEvN_PReady: return "P ready";
+    case dd::kEvN_ODone: return "O^T done";
+    case dd::kEvN_ProducerStart: return "producer start";
+    case dd::kEvN_ProducerFirstIssue: return "producer first KV issued";
+    case dd::kEvN_ProducerDone: return "producer done";
+    case dd::kEvN_SumsReduced: return "row sums reduced";
+    case dd::kEvN_LseStored: return "lse stored";
     default:
       if (id >= dd::kEvTileWaited && id < dd::kEvTileWaited + 9)
         return "tile " + std::to_string(id - dd::kEvTileWaited) + " waited";
@@ -111,18 +126,24 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
     std::map<std::pair<int, int>, Acc> steps;
     double total = 0, span_max = 0;
     long pairs = 0;
-    int busy = 0;
+    int busy = 0, busy_ctas_of_wg = 0;
     for (int c = 0; c < ctas; ++c) {
+      // The warps of this warpgroup that logged events (decode_narrow's second "warpgroup" is
+      // its single producer warp).
       const uint64_t* warp_ev[4];
+      int nw = 0;
       int n = dd::kTraceEvents;
       for (int w = 0; w < 4; ++w) {
-        warp_ev[w] = h.data() + (size_t(c) * 8 + wg * 4 + w) * dd::kTraceEvents;
+        const uint64_t* ev = h.data() + (size_t(c) * 8 + wg * 4 + w) * dd::kTraceEvents;
         int k = 0;
-        while (k < dd::kTraceEvents && warp_ev[w][k] != ~0ull) ++k;
+        while (k < dd::kTraceEvents && ev[k] != ~0ull) ++k;
+        if (k == 0) continue;
+        warp_ev[nw++] = ev;
         n = std::min(n, k);
       }
-      if (n < 2) continue;
-      for (int w = 0; w < 4; ++w) {
+      if (nw == 0 || n < 2) continue;
+      ++busy_ctas_of_wg;
+      for (int w = 0; w < nw; ++w) {
         const uint64_t* ev = warp_ev[w];
         ++busy;
         const double span = double((ev[n - 1] & mask) - (ev[0] & mask));
@@ -136,21 +157,24 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
           if (w == 0) {
             // Skew at this event: how far the last warp of the warpgroup lags the first.
             uint64_t lo = ~0ull, hi = 0;
-            for (int v = 0; v < 4; ++v) {
+            for (int v = 0; v < nw; ++v) {
               lo = std::min(lo, warp_ev[v][k] & mask);
               hi = std::max(hi, warp_ev[v][k] & mask);
             }
-            acc.skew += 4.0 * double(hi - lo);  // weighted like the 4 warps' samples
+            acc.skew += nw * double(hi - lo);  // weighted like the warps' samples
           }
-          if (w == 0 && to == (wg == 0 ? dd::kEvA_ScaleA : dd::kEvB_ScaleA)) ++pairs;
+          // Pairs of blocks (decode_dense) or blocks (decode_narrow).
+          if (w == 0 && (to == (wg == 0 ? dd::kEvA_ScaleA : dd::kEvB_ScaleA) || to == dd::kEvN_ODone))
+            ++pairs;
         }
       }
     }
     if (busy == 0) continue;
-    const int busy_ctas = busy / 4;
-    std::printf("-- WG%d: %d CTAs, mean span %.0f clk (max %.0f), %.1f pairs per CTA, %.0f clk per pair\n",
+    const int busy_ctas = busy_ctas_of_wg;
+    std::printf("-- WG%d: %d CTAs, mean span %.0f clk (max %.0f), %.1f pairs (dense) or blocks "
+                "(narrow) per CTA, %.0f clk each\n",
                 wg, busy_ctas, total / busy, span_max, double(pairs) / busy_ctas,
-                pairs ? total / 4 / pairs : 0.0);
+                pairs ? total / (double(busy) / busy_ctas) / pairs : 0.0);
     std::vector<std::pair<std::pair<int, int>, Acc>> sorted(steps.begin(), steps.end());
     std::sort(sorted.begin(), sorted.end(),
               [](const auto& x, const auto& y) { return x.second.sum > y.second.sum; });

@@ -69,46 +69,6 @@ struct SharedStorage {
   alignas(8) uint64_t q_full;                  // TMA bytes of a request's Q landed
 };
 
-// ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) -------------------
-// With MLA_DECODE_TRACE defined, lane 0 of each warp appends (event id, clock64) records to
-// decode_trace_buffer[cta][warp][kTraceEvents]. Without it Trace is empty and the kernel
-// is unchanged.
-#ifdef MLA_DECODE_TRACE
-inline constexpr int kTraceEvents = 8192;
-__device__ uint64_t* decode_trace_buffer;
-struct Trace {
-  int warpgroup, wg_thread, count = 0;
-  __device__ Trace(int w, int t) : warpgroup(w), wg_thread(t) {}
-  __device__ __forceinline__ void operator()(int id) {
-    if (wg_thread % 32 != 0 || decode_trace_buffer == nullptr || count >= kTraceEvents) return;
-    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    const int warp = warpgroup * 4 + wg_thread / 32;
-    uint64_t now;
-    asm volatile("mov.u64 %0, %%clock64;" : "=l"(now)::"memory");
-    decode_trace_buffer[(static_cast<int64_t>(cta) * 8 + warp) * kTraceEvents + count] =
-        (static_cast<uint64_t>(id) << 56) | (now & ((1ull << 56) - 1));
-    ++count;
-  }
-};
-#else
-struct Trace {
-  __device__ Trace(int, int) {}
-  __device__ __forceinline__ void operator()(int) const {}
-};
-#endif
-
-// Event ids of the trace (names in tools/probe/trace_probe.cu). kEvA_* are WG0's steps of a
-// pair, kEvB_* WG1's.
-enum TraceEvent : int {
-  kEvKernelStart = 0, kEvRequestStart = 1, kEvFirstS = 2,
-  kEvA_SoftmaxDone = 10, kEvA_ScaleA = 11, kEvA_PvAL = 12, kEvA_ScaleB = 13, kEvA_PvBLIssued = 14,
-  kEvA_PvBLDone = 15, kEvA_NextS = 16, kEvA_PvBLReady = 17,
-  kEvB_ScaleA = 20, kEvB_PvARIssued = 21, kEvB_SoftmaxDone = 22, kEvB_ScaleB = 23,
-  kEvB_PvARDone = 24, kEvB_PvBR = 25, kEvB_NextS = 26, kEvB_PvARReady = 27,
-  kEvTileWaited = 40,  // + tile index: mbarrier wait of a K tile done inside S
-  kEvSegmentArrive = 50, kEvSegmentEnd = 51, kEvEpilogueDone = 52,
-};
-
 // ---- TMA issue (one thread each) -------------------------------------------------------------
 
 // The 9 boxes (64 rows x 64 dims each) of request req's Q rows into smem.q, on q_full.

@@ -39,6 +39,7 @@ enum class NamedBarrier : int {
   kPReady = 2,      // P of a block (and zeroed tail V rows) in shared memory
   kQReady = 3,      // Q of a request written by plain loads
   kColumnSum = 4,   // per-warp column sums published at a request's end
+  kStage = 5,       // output rows staged in shared memory (and read back, between passes)
 };
 
 }  // namespace mla::sm90::decode_narrow

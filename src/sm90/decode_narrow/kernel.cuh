@@ -55,6 +55,7 @@ using decode_dense::make_desc_sw128;
 using decode_dense::mbarrier_arrive;
 using decode_dense::mbarrier_arrive_expect_tx;
 using decode_dense::mbarrier_init;
+using decode_dense::mbarrier_probe;
 using decode_dense::mbarrier_wait;
 using decode_dense::Params;
 using decode_dense::request_range;
@@ -62,6 +63,8 @@ using decode_dense::RequestRange;
 using decode_dense::smem_addr;
 using decode_dense::swizzled_offset;
 using decode_dense::tma_load_4d;
+using decode_dense::Trace;
+using namespace decode_dense::trace_events;
 
 static_assert(kRows == 16, "the wgmma shapes below are m64n16k16");
 
@@ -72,6 +75,10 @@ struct SharedStorage {
   alignas(1024) Element p[kRows * kBlockN];  // P of one block, [row][token], 128-byte swizzle
   float column_max[kConsumerWarps][kRows];   // per-warp maxima of a block's scores per row
   float column_sum[kConsumerWarps][kRows];   // per-warp row sums at a request's end
+  // Per request (by Q slot): where each row's output and lse go (0 for padding rows), computed
+  // once at the request's start instead of per store in the epilogue.
+  uint64_t row_out[kNumQSlots][kRows];
+  uint64_t row_lse[kNumQSlots][kRows];
   alignas(8) uint64_t tile_full[kRingTiles];
   uint64_t tile_empty[kRingTiles];
   uint64_t q_full[kNumQSlots];
@@ -111,6 +118,8 @@ template <typename Element>
 __device__ void produce(const Params& params, const mla::detail::PartMetadata& part,
                         const CUtensorMap& kv_map, const CUtensorMap& q_map,
                         SharedStorage<Element>& smem, int kv_head) {
+  Trace trace(1, 0);
+  trace(kEvN_ProducerStart);
   int pos = 0;       // ring position of the next KV tile
   int q_count = 0;   // non-empty requests so far: Q slot q_count % 2
   auto issue_q = [&](int req) {
@@ -156,10 +165,12 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
         mbarrier_arrive_expect_tx(&smem.tile_full[slot], kTileBytes);
         tma_load_4d(&kv_map, &smem.tile_full[slot], smem.ring[slot], t * kTileDim, 0, kv_head,
                     page);
+        if (pos == 0) trace(kEvN_ProducerFirstIssue);
       }
       page = next_page;
     }
   }
+  trace(kEvN_ProducerDone);
 }
 
 // ---- consumer pieces -------------------------------------------------------------------------
@@ -213,9 +224,119 @@ __device__ __forceinline__ void consumer_barrier(NamedBarrier id) {
   asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(kConsumerThreads) : "memory");
 }
 
+// Explicit shared-memory accesses: the SharedStorage reference is derived from an integer, so the
+// compiler would emit generic loads and stores for its fields.
+__device__ __forceinline__ void st_shared(uint32_t addr, float v) {
+  asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+__device__ __forceinline__ float ld_shared(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+  return v;
+}
+
+// Completes v[c] (this thread's partial value of its column c: 2 of a block's 64 tokens) to the
+// maximum (kMax) or sum over all 64: across the 8 lanes with the same lane % 4 (shuffles, the
+// four columns interleaved), then across the 4 warps through table ([warp][row] floats in shared
+// memory) and the named barrier `id`.
+template <bool kMax>
+__device__ __forceinline__ void reduce_columns(float (&v)[4], uint32_t table, int warp, int lane,
+                                               int col0, NamedBarrier id) {
+  auto op = [](float a, float b) { return kMax ? fmaxf(a, b) : a + b; };
+#pragma unroll
+  for (int offset = 4; offset < 32; offset *= 2) {
+    float other[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) other[c] = __shfl_xor_sync(0xffffffff, v[c], offset);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) v[c] = op(v[c], other[c]);
+  }
+  if (lane < 4) {  // lanes 0..3 hold the 16 rows between them
+#pragma unroll
+    for (int c = 0; c < 4; ++c) st_shared(table + (warp * kRows + column_row(c, col0)) * 4, v[c]);
+  }
+  consumer_barrier(id);
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const uint32_t row_addr = table + column_row(c, col0) * 4;
+    const float w0 = ld_shared(row_addr), w1 = ld_shared(row_addr + kRows * 4);
+    const float w2 = ld_shared(row_addr + 2 * kRows * 4), w3 = ld_shared(row_addr + 3 * kRows * 4);
+    v[c] = op(op(w0, w1), op(w2, w3));
+  }
+}
+
 // One arrival per warp (lane 0, after the warp's wgmmas on the slot completed).
 __device__ __forceinline__ void release(uint64_t* bar, int lane) {
   if (lane == 0) mbarrier_arrive(bar);
+}
+
+// Writes this request's output rows (O^T accumulators times the rows' 1 / sum) to row_out[row]
+// (0: padding row, skipped), as Out: Element (the final output of an unsplit request) or float
+// (the split's fp32 partial). Staged through `stage` (a free Q slot, 18 KiB) in passes of 16 rows
+// x 16 KiB; rows are padded by 16 bytes so the scattered writes (8 lanes with consecutive dims
+// on each of 4 rows) do not hit the same banks. Each thread then moves one 16-byte chunk of 8
+// rows per pass, all loads before all stores.
+template <typename Out>
+__device__ __forceinline__ void store_rows(const float (&o)[kNumTilesV][8], const float (&inv)[4],
+                                           uint32_t stage, const uint64_t (&row_out)[kRows],
+                                           int wg_thread) {
+  constexpr int kDimsPerPass = 16384 / (kRows * static_cast<int>(sizeof(Out)));  // 256 or 512
+  constexpr int kPasses = kHeadDimV / kDimsPerPass;
+  constexpr int kTilesPerPass = kDimsPerPass / 64;
+  constexpr int kRowBytes = kDimsPerPass * static_cast<int>(sizeof(Out)) + 16;
+  constexpr int kChunksPerRow = kDimsPerPass * static_cast<int>(sizeof(Out)) / 16;  // 64
+  constexpr int kRowsPerStep = kConsumerThreads / kChunksPerRow;                    // 2
+  constexpr int kSteps = kRows / kRowsPerStep;                                      // 8
+  static_assert(kRows * kRowBytes <= kNumTilesQK * kQTileBytes, "staging exceeds a Q slot");
+  static_assert(kConsumerThreads % kChunksPerRow == 0, "a step covers whole rows");
+  const int warp = wg_thread / 32, lane = wg_thread % 32;
+  const int key0 = warp * 16 + lane / 4;
+  const int col0 = (lane % 4) * 2;
+  const int chunk = wg_thread % kChunksPerRow;
+  const int first_row = wg_thread / kChunksPerRow;
+  uint64_t dst[kSteps];
+#pragma unroll
+  for (int k = 0; k < kSteps; ++k) dst[k] = row_out[first_row + k * kRowsPerStep];
+#pragma unroll
+  for (int pass = 0; pass < kPasses; ++pass) {
+    if (pass > 0) consumer_barrier(NamedBarrier::kStage);  // previous pass's reads done
+#pragma unroll
+    for (int t = 0; t < kTilesPerPass; ++t) {
+      const int m = pass * kTilesPerPass + t;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t addr = stage + column_row(c, col0) * kRowBytes +
+                                (t * 64 + key0 + 8 * h) * static_cast<int>(sizeof(Out));
+          const float v = o[m][acc_index(c, h)] * inv[c];
+          if constexpr (sizeof(Out) == 4) {
+            st_shared(addr, v);
+          } else {
+            asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(NarrowMma<Out>::bits(v))
+                         : "memory");
+          }
+        }
+      }
+    }
+    consumer_barrier(NamedBarrier::kStage);
+    uint4 v[kSteps];
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(v[k].x), "=r"(v[k].y), "=r"(v[k].z), "=r"(v[k].w)
+                   : "r"(stage + (first_row + k * kRowsPerStep) * kRowBytes + chunk * 16)
+                   : "memory");
+    }
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+      if (dst[k] == 0) continue;
+      const uint64_t addr = dst[k] + pass * kDimsPerPass * sizeof(Out) + chunk * 16;
+      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(addr), "r"(v[k].x),
+                   "r"(v[k].y), "r"(v[k].z), "r"(v[k].w)
+                   : "memory");
+    }
+  }
 }
 
 template <typename Element>
@@ -232,11 +353,15 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
   float row_max[4], row_sum[4];
 
   const uint32_t ring_base = smem_addr(smem.ring[0]);
+  const uint32_t column_max_base = smem_addr(smem.column_max);
+  const uint32_t column_sum_base = smem_addr(smem.column_sum);
   const uint32_t p_base = smem_addr(smem.p);
   // P as the B operand of O^T: 16 rows x 64 tokens, K-major (tokens contiguous per row).
   const uint64_t desc_p = make_desc_sw128(p_base, 16, 1024);
   int pos = 0;
   int q_count = 0;
+  Trace trace(0, wg_thread);
+  trace(kEvKernelStart);
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const int seqlen = params.cache_seqlens[req];
@@ -265,6 +390,36 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       load_q_plain(params, smem, q_slot, kv_head, req, wg_thread);
     }
     const uint32_t q_base = smem_addr(smem.q[q_slot][0]);
+    trace(kEvRequestStart);
+    // Read now, used by the epilogue: a global load there would add a round trip per request.
+    const int split_begin = __ldg(params.split_offsets + req);
+    const int num_splits = __ldg(params.split_offsets + req + 1) - split_begin;
+    const int out_slot = req == part.begin_req ? part.begin_slot : split_begin;
+    // Destinations of the request's rows (output row and lse entry), for the epilogue; 0 marks a
+    // padding row. The integer divisions and 64-bit products stay out of the store loops.
+    if (wg_thread < kRows) {
+      const int row = wg_thread;
+      uint64_t out_addr = 0, lse_addr = 0;
+      if (row < params.rows_per_kv_head) {
+        const int sq = row / hpk;
+        const int head = kv_head * hpk + row % hpk;
+        if (num_splits == 1) {
+          out_addr = reinterpret_cast<uint64_t>(
+              static_cast<Element*>(params.out) + req * params.out_batch_stride +
+              sq * params.out_seq_stride + head * params.out_head_stride);
+          lse_addr = reinterpret_cast<uint64_t>(
+              params.lse + (static_cast<int64_t>(req) * params.num_heads_q + head) *
+                               params.seqlen_q + sq);
+        } else {
+          const int64_t row_index =
+              (static_cast<int64_t>(out_slot) * params.seqlen_q + sq) * params.num_heads_q + head;
+          out_addr = reinterpret_cast<uint64_t>(params.o_partial + row_index * kHeadDimV);
+          lse_addr = reinterpret_cast<uint64_t>(params.lse_partial + row_index);
+        }
+      }
+      smem.row_out[q_slot][row] = out_addr;
+      smem.row_lse[q_slot][row] = lse_addr;
+    }
 
     // Causal: query token sq sees keys [0, seqlen - s_q + sq]. Row 0 has the smallest bound, so
     // blocks ending at or before mask_start need no mask.
@@ -304,10 +459,17 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
         for (int i = 0; i < 8; ++i) s_part[a][i] = 0.0f;
         fence_accumulator(s_part[a]);
       }
+      // Tile t + 1's barrier is probed before tile t's wgmmas are issued, so the probe's round
+      // trip overlaps them (as in decode_dense).
+      uint32_t ready = mbarrier_probe(&smem.tile_full[ring_slot(first_pos)], ring_phase(first_pos));
 #pragma unroll
       for (int t = 0; t < kNumTilesQK; ++t) {
         const int slot = ring_slot(first_pos + t);
-        mbarrier_wait(&smem.tile_full[slot], ring_phase(first_pos + t));
+        if (!ready) mbarrier_wait(&smem.tile_full[slot], ring_phase(first_pos + t));
+        if (t + 1 < kNumTilesQK) {
+          ready = mbarrier_probe(&smem.tile_full[ring_slot(first_pos + t + 1)],
+                                 ring_phase(first_pos + t + 1));
+        }
         const uint64_t desc_k = make_desc_sw128(ring_base + slot * kTileBytes, 16, 1024);
         const uint64_t desc_q = make_desc_sw128(q_base + t * kQTileBytes, 16, 1024);
         cute::warpgroup_arrive();
@@ -323,8 +485,8 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       for (int a = 0; a < 4; ++a) fence_accumulator(s_part[a]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) s[i] = (s_part[0][i] + s_part[1][i]) + (s_part[2][i] + s_part[3][i]);
+      trace(kEvN_SDone);
       release(&smem.tile_empty[ring_slot(first_pos + kNumTilesV)], lane);  // the rope tile
-      if (blk + 1 == range.end_block && params.q_tma) release(&smem.q_empty[q_slot], lane);
 
       // ---- softmax over the block's tokens, per row ----
       if ((blk + 1) * kBlockN > mask_start) {  // uniform per block: most blocks skip this
@@ -338,23 +500,16 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
           }
         }
       }
+      float block_max[4];
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        float m = fmaxf(s[acc_index(c, 0)], s[acc_index(c, 1)]);
-        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 4));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 8));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 16));
-        if (lane < 4) smem.column_max[warp][column_row(c, col0)] = m;
-      }
-      consumer_barrier(NamedBarrier::kColumnMax);
+      for (int c = 0; c < 4; ++c) block_max[c] = fmaxf(s[acc_index(c, 0)], s[acc_index(c, 1)]);
+      reduce_columns<true>(block_max, column_max_base, warp, lane, col0, NamedBarrier::kColumnMax);
+      trace(kEvN_MaxExchanged);
       float base[4], alpha[4];
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const int row = column_row(c, col0);
-        const float m = fmaxf(fmaxf(smem.column_max[0][row], smem.column_max[1][row]),
-                              fmaxf(smem.column_max[2][row], smem.column_max[3][row]));
         // Raw scores: the scale (> 0) is applied to the maximum, as in decode_dense.
-        const float new_max = fmaxf(row_max[c], m * params.scale_log2);
+        const float new_max = fmaxf(row_max[c], block_max[c] * params.scale_log2);
         base[c] = new_max == -INFINITY ? 0.0f : new_max;
         alpha[c] = row_max[c] == base[c] ? 1.0f : fast_exp2(row_max[c] - base[c]);
         row_max[c] = new_max;
@@ -402,6 +557,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       }
       fence_proxy_async();
       consumer_barrier(NamedBarrier::kPReady);
+      trace(kEvN_PReady);
 
       // ---- O^T += V^T P^T: 8 accumulators of 64 dims ----
       // Token steps outermost: consecutive wgmmas go to different accumulators.
@@ -424,75 +580,36 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       for (int m = 0; m < kNumTilesV; ++m) fence_accumulator(o[m]);
 #pragma unroll
       for (int m = 0; m < kNumTilesV; ++m) release(&smem.tile_empty[ring_slot(first_pos + m)], lane);
+      trace(kEvN_ODone);
     }
 
     // ---- end of this request's blocks: row sums over all tokens, then the output ----
-    float total[4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float sum = row_sum[c];
-      sum += __shfl_xor_sync(0xffffffff, sum, 4);
-      sum += __shfl_xor_sync(0xffffffff, sum, 8);
-      sum += __shfl_xor_sync(0xffffffff, sum, 16);
-      if (lane < 4) smem.column_sum[warp][column_row(c, col0)] = sum;
-    }
-    consumer_barrier(NamedBarrier::kColumnSum);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int row = column_row(c, col0);
-      total[c] = (smem.column_sum[0][row] + smem.column_sum[1][row]) +
-                 (smem.column_sum[2][row] + smem.column_sum[3][row]);
-    }
+    float total[4] = {row_sum[0], row_sum[1], row_sum[2], row_sum[3]};
+    reduce_columns<false>(total, column_sum_base, warp, lane, col0, NamedBarrier::kColumnSum);
+    trace(kEvN_SumsReduced);
 
-    const int split_begin = params.split_offsets[req];
-    const int num_splits = params.split_offsets[req + 1] - split_begin;
-    const int out_slot = req == part.begin_req ? part.begin_slot : split_begin;
+    float inv[4];
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int row = column_row(c, col0);
-      if (row >= params.rows_per_kv_head) continue;
-      const int sq = row / hpk;
-      const int head = kv_head * hpk + row % hpk;
-      const float inv = total[c] > 0.0f ? 1.0f / total[c] : 0.0f;
-      if (num_splits == 1) {
-        Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
-                       sq * params.out_seq_stride + head * params.out_head_stride + key0;
+    for (int c = 0; c < 4; ++c) inv[c] = total[c] > 0.0f ? __frcp_rn(total[c]) : 0.0f;
+    if (warp == 0 && lane < 4) {
 #pragma unroll
-        for (int m = 0; m < kNumTilesV; ++m) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            asm volatile("st.global.b16 [%0], %1;" ::"l"(out + 64 * m + 8 * h),
-                         "h"(Mma::bits(o[m][acc_index(c, h)] * inv))
-                         : "memory");
-          }
-        }
-      } else {
-        float* out = params.o_partial +
-                     ((static_cast<int64_t>(out_slot) * params.seqlen_q + sq) *
-                          params.num_heads_q + head) * kHeadDimV + key0;
-#pragma unroll
-        for (int m = 0; m < kNumTilesV; ++m) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            asm volatile("st.global.f32 [%0], %1;" ::"l"(out + 64 * m + 8 * h),
-                         "f"(o[m][acc_index(c, h)] * inv)
-                         : "memory");
-          }
-        }
-      }
-      if (warp == 0 && lane < 4) {
+      for (int c = 0; c < 4; ++c) {
+        float* lse_dst = reinterpret_cast<float*>(smem.row_lse[q_slot][column_row(c, col0)]);
+        if (lse_dst == nullptr) continue;
         const bool any_key = total[c] > 0.0f;
         // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
-        const float lse = (row_max[c] + log2f(total[c])) * 0.69314718055994530942f;
-        if (num_splits == 1) {
-          const int64_t lse_row = static_cast<int64_t>(req) * params.num_heads_q + head;
-          params.lse[lse_row * params.seqlen_q + sq] = any_key ? lse : INFINITY;
-        } else {
-          params.lse_partial[(static_cast<int64_t>(out_slot) * params.seqlen_q + sq) *
-                                 params.num_heads_q + head] = any_key ? lse : -INFINITY;
-        }
+        const float lse = (row_max[c] + __log2f(total[c])) * 0.69314718055994530942f;
+        *lse_dst = any_key ? lse : (num_splits == 1 ? INFINITY : -INFINITY);
       }
     }
+    trace(kEvN_LseStored);
+    if (num_splits == 1) {
+      store_rows<Element>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
+    } else {
+      store_rows<float>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
+    }
+    if (params.q_tma) release(&smem.q_empty[q_slot], lane);
+    trace(kEvEpilogueDone);
   }
 }
 

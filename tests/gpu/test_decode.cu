@@ -395,6 +395,11 @@ TEST(DecodeGpu, SanitizerSubset) {
       {.batch = 2, .s_q = 2, .seqlen = 140, .h_q = 64, .h_kv = 2, .varlen = true, .causal = true},
       {.dtype = mla::DType::kFP16, .batch = 1, .s_q = 1, .seqlen = 1000, .h_q = 128, .h_kv = 1},
       {.batch = 3, .s_q = 4, .seqlen = 20, .h_q = 3, .h_kv = 1, .causal = true, .padded_strides = true},
+      // decode_narrow with Q by TMA: several requests per CTA (Q slots reused), split requests
+      // (partials + combine), partial last pages.
+      {.batch = 64, .s_q = 1, .seqlen = 140, .h_q = 16, .h_kv = 1, .varlen = true},
+      {.dtype = mla::DType::kFP16, .batch = 2, .s_q = 2, .seqlen = 1500, .h_q = 8, .h_kv = 1,
+       .causal = true},
   };
   for (const Case& c : cases) check_case(c, rng, nullptr, false);
 }

@@ -12,7 +12,8 @@
 //                      transposed (MN-major), B = P as [row][token] (K-major), 8 x 4 wgmma
 // That cuts the shared-memory operand traffic of a block from about 290 KiB to 170 KiB and the
 // tensor work by 4x, so the kernel is bound by HBM: a block is 72 KiB of KV and at the copy ceiling
-// an SM receives one every ~2.3 us, against ~1 us of work per block in one warpgroup.
+// an SM receives one every ~2.3 us, against ~3000 clocks (~1.6 us) of work per block in one
+// warpgroup (docs/decode_narrow.md).
 //
 // Threads: one consumer warpgroup (both products, the softmax, the epilogue) and one producer
 // warp whose lane 0 walks the same blocks and issues the TMA. KV tiles (64 tokens x 64 dims,
@@ -121,7 +122,7 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
   Trace trace(1, 0);
   trace(kEvN_ProducerStart);
   int pos = 0;       // ring position of the next KV tile
-  int q_count = 0;   // non-empty requests so far: Q slot q_count % 2
+  int q_count = 0;   // Q loads so far (non-empty requests, see below): Q slot q_count % 2
   auto issue_q = [&](int req) {
     if (!params.q_tma) return;
     const int slot = q_count % kNumQSlots;

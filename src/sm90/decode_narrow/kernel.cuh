@@ -15,14 +15,12 @@
 // an SM receives one every ~2.3 us, against ~3000 clocks (~1.6 us) of work per block in one
 // warpgroup (docs/decode_narrow.md).
 //
-// Threads: two consumer warpgroups and one producer warp whose lane 0 walks the same blocks and
-// issues the TMA. The consumers split every block by dims: WG0 reads tiles 0..3 and the rope tile
-// 8, WG1 tiles 4..7; each computes a partial S^T over its tiles, the partials are summed through
-// shared memory (so both hold the same scores and run the same softmax), and each computes O^T
-// for its own 256 dims. That halves the latency of both products per block. KV tiles (64 tokens x
-// 64 dims, 8 KiB) go through a ring of kRingTiles slots, each with a full barrier (TMA bytes
-// landed) and an empty barrier (one arrival per warp of the warpgroup that reads the tile, once
-// its wgmmas are done with it). Q of the next request is loaded into the other of two Q slots.
+// Threads: one consumer warpgroup (both products, the softmax, the epilogue) and one producer
+// warp whose lane 0 walks the same blocks and issues the TMA. KV tiles (64 tokens x 64 dims,
+// 8 KiB) go through a ring of kRingTiles slots, each with a full barrier (TMA bytes landed) and
+// an empty barrier (one arrival per consumer warp once its wgmmas no longer read the slot). A
+// block's rope tile is released right after S^T, its eight V tiles after O^T, so at least 14
+// tiles are always in flight. Q of the next request is loaded into the other of two Q slots.
 //
 // Softmax over a block's 64 tokens is a reduction over the accumulator's M, i.e. across lanes
 // (three shuffles) and across the four warps (shared memory and one named barrier per block).
@@ -73,15 +71,11 @@ static_assert(kRows == 16, "the wgmma shapes below are m64n16k16");
 
 template <typename Element>
 struct SharedStorage {
-  alignas(1024) Element ring[kRingTiles][kBlockN * kTileDim];        // 176 KiB of KV tiles
+  alignas(1024) Element ring[kRingTiles][kBlockN * kTileDim];        // 184 KiB of KV tiles
   alignas(1024) Element q[kNumQSlots][kNumTilesQK][kRows * kTileDim];  // 2 x 18 KiB
-  // P of the current block, one copy per warpgroup: [row][token], 128-byte swizzle.
-  alignas(1024) Element p[kConsumerWarpgroups][kRows * kBlockN];
-  // Each consumer thread's partial S^T (8 floats) for the other warpgroup.
-  float scores[kConsumerWarpgroups][kWarpgroupThreads][8];
-  // Per warpgroup: per-warp maxima of a block's scores, and per-warp row sums at a request's end.
-  float column_max[kConsumerWarpgroups][kWarpgroupWarps][kRows];
-  float column_sum[kConsumerWarpgroups][kWarpgroupWarps][kRows];
+  alignas(1024) Element p[kRows * kBlockN];  // P of one block, [row][token], 128-byte swizzle
+  float column_max[kConsumerWarps][kRows];   // per-warp maxima of a block's scores per row
+  float column_sum[kConsumerWarps][kRows];   // per-warp row sums at a request's end
   // Per request (by Q slot): where each row's output and lse go (0 for padding rows), computed
   // once at the request's start instead of per store in the epilogue.
   uint64_t row_out[kNumQSlots][kRows];
@@ -119,13 +113,13 @@ struct NarrowMma<__half> {
 __device__ __forceinline__ int ring_slot(int pos) { return pos % kRingTiles; }
 __device__ __forceinline__ uint32_t ring_phase(int pos) { return (pos / kRingTiles) & 1; }
 
-// ---- producer: lane 0 of the warp after the consumers --------------------------------------------
+// ---- producer: lane 0 of the last warp ---------------------------------------------------------
 
 template <typename Element>
 __device__ void produce(const Params& params, const mla::detail::PartMetadata& part,
                         const CUtensorMap& kv_map, const CUtensorMap& q_map,
                         SharedStorage<Element>& smem, int kv_head) {
-  Trace trace(kConsumerWarpgroups, 0);
+  Trace trace(1, 0);
   trace(kEvN_ProducerStart);
   int pos = 0;       // ring position of the next KV tile
   int q_count = 0;   // Q loads so far (non-empty requests, see below): Q slot q_count % 2
@@ -187,53 +181,20 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
 __device__ __forceinline__ constexpr int acc_index(int c, int h) { return 4 * (c / 2) + 2 * h + (c % 2); }
 __device__ __forceinline__ int column_row(int c, int col0) { return 8 * (c / 2) + col0 + (c % 2); }
 
-__device__ __forceinline__ void named_barrier(NamedBarrier id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
-}
-// The per-warpgroup instance of a barrier (id + warpgroup, 128 threads).
-__device__ __forceinline__ void warpgroup_barrier(NamedBarrier id, int warpgroup) {
-  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id) + warpgroup), "r"(kWarpgroupThreads)
-               : "memory");
-}
-
-// Explicit shared-memory accesses: the SharedStorage reference is derived from an integer, so the
-// compiler would emit generic loads and stores for its fields.
-__device__ __forceinline__ void st_shared(uint32_t addr, float v) {
-  asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
-}
-__device__ __forceinline__ float ld_shared(uint32_t addr) {
-  float v;
-  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_shared_v4(uint32_t addr, float a, float b, float c, float d) {
-  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(a), "f"(b), "f"(c),
-               "f"(d)
-               : "memory");
-}
-__device__ __forceinline__ float4 ld_shared_v4(uint32_t addr) {
-  float4 v;
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr)
-               : "memory");
-  return v;
-}
-
-// Q of request req into Q slot `slot` by plain loads (when no TMA box fits the rows), by
-// warpgroup 0: 16 rows x 72 chunks of 16 bytes, 9 per thread, all issued before the first store.
-// Rows past the valid rows are zero. Both warpgroups then meet at kQReady.
+// Q of request req into Q slot `slot` by plain loads (when no TMA box fits the rows): 16 rows x
+// 72 chunks of 16 bytes, 9 per thread, all issued before the first store. Rows past the valid
+// rows are zero.
 template <typename Element>
 __device__ __forceinline__ void load_q_plain(const Params& params, SharedStorage<Element>& smem,
                                              int slot, int kv_head, int req, int wg_thread) {
   constexpr int kChunksPerRow = kHeadDimQK / 8;
-  constexpr int kPerThread = kRows * kChunksPerRow / kWarpgroupThreads;
-  static_assert(kRows * kChunksPerRow % kWarpgroupThreads == 0, "Q chunks must split evenly");
+  constexpr int kPerThread = kRows * kChunksPerRow / kConsumerThreads;
+  static_assert(kRows * kChunksPerRow % kConsumerThreads == 0, "Q chunks must split evenly");
   const char* q_bytes = static_cast<const char*>(params.q);
   uint4 value[kPerThread];
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {
-    const int chunk = u * kWarpgroupThreads + wg_thread;
+    const int chunk = u * kConsumerThreads + wg_thread;
     const int row = chunk / kChunksPerRow;
     const int c16 = chunk % kChunksPerRow;
     value[u] = make_uint4(0, 0, 0, 0);
@@ -247,7 +208,7 @@ __device__ __forceinline__ void load_q_plain(const Params& params, SharedStorage
   }
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {
-    const int chunk = u * kWarpgroupThreads + wg_thread;
+    const int chunk = u * kConsumerThreads + wg_thread;
     const int row = chunk / kChunksPerRow;
     const int c16 = chunk % kChunksPerRow;
     uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[slot][c16 / 8]) +
@@ -255,15 +216,33 @@ __device__ __forceinline__ void load_q_plain(const Params& params, SharedStorage
     *reinterpret_cast<uint4*>(dst) = value[u];
   }
   fence_proxy_async();
+  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(NamedBarrier::kQReady)),
+               "r"(kConsumerThreads)
+               : "memory");
+}
+
+__device__ __forceinline__ void consumer_barrier(NamedBarrier id) {
+  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(kConsumerThreads) : "memory");
+}
+
+// Explicit shared-memory accesses: the SharedStorage reference is derived from an integer, so the
+// compiler would emit generic loads and stores for its fields.
+__device__ __forceinline__ void st_shared(uint32_t addr, float v) {
+  asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+__device__ __forceinline__ float ld_shared(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+  return v;
 }
 
 // Completes v[c] (this thread's partial value of its column c: 2 of a block's 64 tokens) to the
 // maximum (kMax) or sum over all 64: across the 8 lanes with the same lane % 4 (shuffles, the
-// four columns interleaved), then across the warpgroup's 4 warps through table ([warp][row]
-// floats in shared memory, one per warpgroup) and a named barrier (`sync`).
-template <bool kMax, class Sync>
+// four columns interleaved), then across the 4 warps through table ([warp][row] floats in shared
+// memory) and the named barrier `id`.
+template <bool kMax>
 __device__ __forceinline__ void reduce_columns(float (&v)[4], uint32_t table, int warp, int lane,
-                                               int col0, const Sync& sync) {
+                                               int col0, NamedBarrier id) {
   auto op = [](float a, float b) { return kMax ? fmaxf(a, b) : a + b; };
 #pragma unroll
   for (int offset = 4; offset < 32; offset *= 2) {
@@ -277,7 +256,7 @@ __device__ __forceinline__ void reduce_columns(float (&v)[4], uint32_t table, in
 #pragma unroll
     for (int c = 0; c < 4; ++c) st_shared(table + (warp * kRows + column_row(c, col0)) * 4, v[c]);
   }
-  sync();
+  consumer_barrier(id);
 #pragma unroll
   for (int c = 0; c < 4; ++c) {
     const uint32_t row_addr = table + column_row(c, col0) * 4;
@@ -292,41 +271,36 @@ __device__ __forceinline__ void release(uint64_t* bar, int lane) {
   if (lane == 0) mbarrier_arrive(bar);
 }
 
-// Writes warpgroup kWg's 256 dims of this request's output rows (its O^T accumulators times the
-// rows' 1 / sum) to row_out[row] + those dims (0: padding row, skipped), as Out: Element (the
-// final output of an unsplit request) or float (the split's fp32 partial). Staged through the
-// warpgroup's half of `stage` (the request's Q slot, free after its last S^T) in passes of
-// 16 rows x 8 KiB; rows are padded by 16 bytes so the scattered writes (8 lanes with consecutive
-// dims on each of 4 rows) do not hit the same banks. Each thread then moves one 16-byte chunk of
-// 4 rows per pass, all loads before all stores.
-template <typename Out, int kWg>
-__device__ __forceinline__ void store_rows(const float (&o)[kVTilesPerWarpgroup][8],
-                                           const float (&inv)[4], uint32_t stage,
-                                           const uint64_t (&row_out)[kRows], int wg_thread) {
-  constexpr int kOutBytes = static_cast<int>(sizeof(Out));
-  constexpr int kWgDims = kVTilesPerWarpgroup * 64;                         // 256
-  constexpr int kDimsPerPass = 8192 / (kRows * kOutBytes);                   // 128 or 256
-  constexpr int kPasses = kWgDims / kDimsPerPass;                            // 2 or 1
+// Writes this request's output rows (O^T accumulators times the rows' 1 / sum) to row_out[row]
+// (0: padding row, skipped), as Out: Element (the final output of an unsplit request) or float
+// (the split's fp32 partial). Staged through `stage` (a free Q slot, 18 KiB) in passes of 16 rows
+// x 16 KiB; rows are padded by 16 bytes so the scattered writes (8 lanes with consecutive dims
+// on each of 4 rows) do not hit the same banks. Each thread then moves one 16-byte chunk of 8
+// rows per pass, all loads before all stores.
+template <typename Out>
+__device__ __forceinline__ void store_rows(const float (&o)[kNumTilesV][8], const float (&inv)[4],
+                                           uint32_t stage, const uint64_t (&row_out)[kRows],
+                                           int wg_thread) {
+  constexpr int kDimsPerPass = 16384 / (kRows * static_cast<int>(sizeof(Out)));  // 256 or 512
+  constexpr int kPasses = kHeadDimV / kDimsPerPass;
   constexpr int kTilesPerPass = kDimsPerPass / 64;
-  constexpr int kRowBytes = kDimsPerPass * kOutBytes + 16;
-  constexpr int kChunksPerRow = kDimsPerPass * kOutBytes / 16;               // 32
-  constexpr int kRowsPerStep = kWarpgroupThreads / kChunksPerRow;            // 4
-  constexpr int kSteps = kRows / kRowsPerStep;                               // 4
-  static_assert(kConsumerWarpgroups * kRows * kRowBytes <= kNumTilesQK * kQTileBytes,
-                "staging exceeds a Q slot");
-  static_assert(kWarpgroupThreads % kChunksPerRow == 0, "a step covers whole rows");
+  constexpr int kRowBytes = kDimsPerPass * static_cast<int>(sizeof(Out)) + 16;
+  constexpr int kChunksPerRow = kDimsPerPass * static_cast<int>(sizeof(Out)) / 16;  // 64
+  constexpr int kRowsPerStep = kConsumerThreads / kChunksPerRow;                    // 2
+  constexpr int kSteps = kRows / kRowsPerStep;                                      // 8
+  static_assert(kRows * kRowBytes <= kNumTilesQK * kQTileBytes, "staging exceeds a Q slot");
+  static_assert(kConsumerThreads % kChunksPerRow == 0, "a step covers whole rows");
   const int warp = wg_thread / 32, lane = wg_thread % 32;
   const int key0 = warp * 16 + lane / 4;
   const int col0 = (lane % 4) * 2;
   const int chunk = wg_thread % kChunksPerRow;
   const int first_row = wg_thread / kChunksPerRow;
-  const uint32_t my_stage = stage + kWg * kRows * kRowBytes;
   uint64_t dst[kSteps];
 #pragma unroll
   for (int k = 0; k < kSteps; ++k) dst[k] = row_out[first_row + k * kRowsPerStep];
 #pragma unroll
   for (int pass = 0; pass < kPasses; ++pass) {
-    if (pass > 0) warpgroup_barrier(NamedBarrier::kStage, kWg);  // previous pass's reads done
+    if (pass > 0) consumer_barrier(NamedBarrier::kStage);  // previous pass's reads done
 #pragma unroll
     for (int t = 0; t < kTilesPerPass; ++t) {
       const int m = pass * kTilesPerPass + t;
@@ -334,10 +308,10 @@ __device__ __forceinline__ void store_rows(const float (&o)[kVTilesPerWarpgroup]
       for (int c = 0; c < 4; ++c) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const uint32_t addr =
-              my_stage + column_row(c, col0) * kRowBytes + (t * 64 + key0 + 8 * h) * kOutBytes;
+          const uint32_t addr = stage + column_row(c, col0) * kRowBytes +
+                                (t * 64 + key0 + 8 * h) * static_cast<int>(sizeof(Out));
           const float v = o[m][acc_index(c, h)] * inv[c];
-          if constexpr (kOutBytes == 4) {
+          if constexpr (sizeof(Out) == 4) {
             st_shared(addr, v);
           } else {
             asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(NarrowMma<Out>::bits(v))
@@ -346,20 +320,19 @@ __device__ __forceinline__ void store_rows(const float (&o)[kVTilesPerWarpgroup]
         }
       }
     }
-    warpgroup_barrier(NamedBarrier::kStage, kWg);
+    consumer_barrier(NamedBarrier::kStage);
     uint4 v[kSteps];
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
       asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
                    : "=r"(v[k].x), "=r"(v[k].y), "=r"(v[k].z), "=r"(v[k].w)
-                   : "r"(my_stage + (first_row + k * kRowsPerStep) * kRowBytes + chunk * 16)
+                   : "r"(stage + (first_row + k * kRowsPerStep) * kRowBytes + chunk * 16)
                    : "memory");
     }
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
       if (dst[k] == 0) continue;
-      const uint64_t addr =
-          dst[k] + (kWg * kWgDims + pass * kDimsPerPass) * kOutBytes + chunk * 16;
+      const uint64_t addr = dst[k] + pass * kDimsPerPass * sizeof(Out) + chunk * 16;
       asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(addr), "r"(v[k].x),
                    "r"(v[k].y), "r"(v[k].z), "r"(v[k].w)
                    : "memory");
@@ -367,16 +340,7 @@ __device__ __forceinline__ void store_rows(const float (&o)[kVTilesPerWarpgroup]
   }
 }
 
-// Ring tile of the block read by warpgroup kWg's S^T, i-th of kStTiles: WG0 tiles 0..3 and the
-// rope tile 8, WG1 tiles 4..7 (the same dims as its V tiles, so no tile has two readers).
-template <int kWg>
-inline constexpr int kStTiles = kWg == 0 ? kVTilesPerWarpgroup + 1 : kVTilesPerWarpgroup;
-template <int kWg>
-__device__ __forceinline__ constexpr int st_tile(int i) {
-  return kWg == 0 ? (i < kVTilesPerWarpgroup ? i : kNumTilesV) : kVTilesPerWarpgroup + i;
-}
-
-template <typename Element, int kWg>
+template <typename Element>
 __device__ void consume(const Params& params, const mla::detail::PartMetadata& part,
                         SharedStorage<Element>& smem, int kv_head, int wg_thread) {
   using Mma = NarrowMma<Element>;
@@ -386,21 +350,18 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
   const int col0 = (lane % 4) * 2;
   const int hpk = params.heads_per_kv;
 
-  // O^T of this warpgroup's dims: tile m is dims 64 (4 kWg + m) + key0 + 8 h, four rows each.
-  float o[kVTilesPerWarpgroup][8];
+  float o[kNumTilesV][8];  // O^T: dims 64 m + key0 + 8 h, this thread's four rows
   float row_max[4], row_sum[4];
 
   const uint32_t ring_base = smem_addr(smem.ring[0]);
-  const uint32_t column_max_base = smem_addr(smem.column_max[kWg]);
-  const uint32_t column_sum_base = smem_addr(smem.column_sum[kWg]);
-  const uint32_t exchange_mine = smem_addr(smem.scores[kWg][wg_thread]);
-  const uint32_t exchange_other = smem_addr(smem.scores[kWg ^ 1][wg_thread]);
-  const uint32_t p_base = smem_addr(smem.p[kWg]);
+  const uint32_t column_max_base = smem_addr(smem.column_max);
+  const uint32_t column_sum_base = smem_addr(smem.column_sum);
+  const uint32_t p_base = smem_addr(smem.p);
   // P as the B operand of O^T: 16 rows x 64 tokens, K-major (tokens contiguous per row).
   const uint64_t desc_p = make_desc_sw128(p_base, 16, 1024);
   int pos = 0;
   int q_count = 0;
-  Trace trace(kWg, wg_thread);
+  Trace trace(0, wg_thread);
   trace(kEvKernelStart);
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -425,10 +386,9 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
     if (params.q_tma) {
       mbarrier_wait(&smem.q_full[q_slot], q_phase);
     } else {
-      // The slot's previous Q (two requests back) is no longer read: both warpgroups waited for
-      // all of its S^T products and passed barriers since.
-      if (kWg == 0) load_q_plain(params, smem, q_slot, kv_head, req, wg_thread);
-      named_barrier(NamedBarrier::kQReady, kConsumerThreads);
+      // The slot's previous Q (two requests back) is no longer read: this warpgroup waited for
+      // all of its S^T products.
+      load_q_plain(params, smem, q_slot, kv_head, req, wg_thread);
     }
     const uint32_t q_base = smem_addr(smem.q[q_slot][0]);
     trace(kEvRequestStart);
@@ -437,9 +397,8 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
     const int num_splits = __ldg(params.split_offsets + req + 1) - split_begin;
     const int out_slot = req == part.begin_req ? part.begin_slot : split_begin;
     // Destinations of the request's rows (output row and lse entry), for the epilogue; 0 marks a
-    // padding row. The integer divisions and 64-bit products stay out of the store loops. Both
-    // warpgroups read them after the first block's kColumnMax.
-    if (kWg == 0 && wg_thread < kRows) {
+    // padding row. The integer divisions and 64-bit products stay out of the store loops.
+    if (wg_thread < kRows) {
       const int row = wg_thread;
       uint64_t out_addr = 0, lse_addr = 0;
       if (row < params.rows_per_kv_head) {
@@ -475,7 +434,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
         params.causal ? min(seqlen, seqlen - params.seqlen_q + 1) : seqlen;
 
 #pragma unroll
-    for (int m = 0; m < kVTilesPerWarpgroup; ++m) {
+    for (int m = 0; m < kNumTilesV; ++m) {
 #pragma unroll
       for (int i = 0; i < 8; ++i) o[m][i] = 0.0f;
     }
@@ -489,8 +448,8 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       const int first_pos = pos;
       pos += kNumTilesQK;
 
-      // ---- partial S^T = K Q^T over this warpgroup's tiles, as the TMA lands ----
-      // A 64x16x16 wgmma is 8 clocks of tensor work, well below its latency, so the steps
+      // ---- S^T = K Q^T, tile by tile as the TMA lands ----
+      // A 64x16x16 wgmma is 8 clocks of tensor work, well below its latency, so the 36 steps
       // rotate over four accumulators (one per 16-dim step of a tile) instead of forming one
       // dependent chain; they are summed afterwards.
       float s[8];
@@ -501,18 +460,16 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
         for (int i = 0; i < 8; ++i) s_part[a][i] = 0.0f;
         fence_accumulator(s_part[a]);
       }
-      // Tile i + 1's barrier is probed before tile i's wgmmas are issued, so the probe's round
+      // Tile t + 1's barrier is probed before tile t's wgmmas are issued, so the probe's round
       // trip overlaps them (as in decode_dense).
-      uint32_t ready = mbarrier_probe(&smem.tile_full[ring_slot(first_pos + st_tile<kWg>(0))],
-                                      ring_phase(first_pos + st_tile<kWg>(0)));
+      uint32_t ready = mbarrier_probe(&smem.tile_full[ring_slot(first_pos)], ring_phase(first_pos));
 #pragma unroll
-      for (int i = 0; i < kStTiles<kWg>; ++i) {
-        const int t = st_tile<kWg>(i);
+      for (int t = 0; t < kNumTilesQK; ++t) {
         const int slot = ring_slot(first_pos + t);
         if (!ready) mbarrier_wait(&smem.tile_full[slot], ring_phase(first_pos + t));
-        if (i + 1 < kStTiles<kWg>) {
-          const int next = first_pos + st_tile<kWg>(i + 1);
-          ready = mbarrier_probe(&smem.tile_full[ring_slot(next)], ring_phase(next));
+        if (t + 1 < kNumTilesQK) {
+          ready = mbarrier_probe(&smem.tile_full[ring_slot(first_pos + t + 1)],
+                                 ring_phase(first_pos + t + 1));
         }
         const uint64_t desc_k = make_desc_sw128(ring_base + slot * kTileBytes, 16, 1024);
         const uint64_t desc_q = make_desc_sw128(q_base + t * kQTileBytes, 16, 1024);
@@ -529,23 +486,8 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       for (int a = 0; a < 4; ++a) fence_accumulator(s_part[a]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) s[i] = (s_part[0][i] + s_part[1][i]) + (s_part[2][i] + s_part[3][i]);
-      if (kWg == 0) release(&smem.tile_empty[ring_slot(first_pos + kNumTilesV)], lane);  // rope
-
-      // ---- the full scores: own partial + the other warpgroup's ----
-      // Thread t of both warpgroups holds the same accumulator elements, so both end up with
-      // the same sums (a + b == b + a in IEEE arithmetic) and run an identical softmax. The
-      // other warpgroup rewrites its partial only after the kColumnMax barrier below, which both
-      // pass after reading.
-      st_shared_v4(exchange_mine, s[0], s[1], s[2], s[3]);
-      st_shared_v4(exchange_mine + 16, s[4], s[5], s[6], s[7]);
-      named_barrier(NamedBarrier::kScoresExchanged, kConsumerThreads);
-      {
-        const float4 lo = ld_shared_v4(exchange_other);
-        const float4 hi = ld_shared_v4(exchange_other + 16);
-        s[0] += lo.x; s[1] += lo.y; s[2] += lo.z; s[3] += lo.w;
-        s[4] += hi.x; s[5] += hi.y; s[6] += hi.z; s[7] += hi.w;
-      }
       trace(kEvN_SDone);
+      release(&smem.tile_empty[ring_slot(first_pos + kNumTilesV)], lane);  // the rope tile
 
       // ---- softmax over the block's tokens, per row ----
       if ((blk + 1) * kBlockN > mask_start) {  // uniform per block: most blocks skip this
@@ -562,10 +504,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       float block_max[4];
 #pragma unroll
       for (int c = 0; c < 4; ++c) block_max[c] = fmaxf(s[acc_index(c, 0)], s[acc_index(c, 1)]);
-      // Over both warpgroups' threads (each reduces its own copy through its own table), so that
-      // the score exchange above is ordered before either warpgroup's next write of it.
-      reduce_columns<true>(block_max, column_max_base, warp, lane, col0,
-                           [] { named_barrier(NamedBarrier::kColumnMax, kConsumerThreads); });
+      reduce_columns<true>(block_max, column_max_base, warp, lane, col0, NamedBarrier::kColumnMax);
       trace(kEvN_MaxExchanged);
       float base[4], alpha[4];
 #pragma unroll
@@ -587,7 +526,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       if (__any_sync(0xffffffff, alpha[0] != 1.0f || alpha[1] != 1.0f || alpha[2] != 1.0f ||
                                      alpha[3] != 1.0f)) {
 #pragma unroll
-        for (int m = 0; m < kVTilesPerWarpgroup; ++m) {
+        for (int m = 0; m < kNumTilesV; ++m) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -595,7 +534,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
           }
         }
       }
-      // P to this warpgroup's P buffer as [row][token] (the K-major B operand of O^T).
+      // P to shared memory as [row][token] (the K-major B operand of O^T).
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
 #pragma unroll
@@ -607,10 +546,10 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       }
       const int valid = seqlen - blk * kBlockN;
       if (valid < kBlockN) {
-        // The request's last page: zero V rows [valid, 64) of this warpgroup's 4 V tiles.
+        // The request's last page: zero V rows [valid, 64) of the 8 V tiles.
         const int rows = kBlockN - valid;
-        for (int i = wg_thread; i < kVTilesPerWarpgroup * rows * 8; i += kWarpgroupThreads) {
-          const int t = kWg * kVTilesPerWarpgroup + i / (rows * 8);
+        for (int i = wg_thread; i < kNumTilesV * rows * 8; i += kConsumerThreads) {
+          const int t = i / (rows * 8);
           const int rem = i % (rows * 8);
           uint8_t* dst = reinterpret_cast<uint8_t*>(smem.ring[ring_slot(first_pos + t)]) +
                          (valid + rem / 8) * 128 + (rem % 8) * 16;
@@ -618,47 +557,42 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
         }
       }
       fence_proxy_async();
-      warpgroup_barrier(NamedBarrier::kPReady, kWg);
+      consumer_barrier(NamedBarrier::kPReady);
       trace(kEvN_PReady);
 
-      // ---- O^T += V^T P^T over this warpgroup's 4 V tiles ----
+      // ---- O^T += V^T P^T: 8 accumulators of 64 dims ----
       // Token steps outermost: consecutive wgmmas go to different accumulators.
 #pragma unroll
-      for (int m = 0; m < kVTilesPerWarpgroup; ++m) fence_accumulator(o[m]);
+      for (int m = 0; m < kNumTilesV; ++m) fence_accumulator(o[m]);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
 #pragma unroll
-        for (int m = 0; m < kVTilesPerWarpgroup; ++m) {
-          // V tile read as V^T (dims x tokens, MN-major): 8 tokens = 1024 bytes.
-          const int slot = ring_slot(first_pos + kWg * kVTilesPerWarpgroup + m);
-          const uint64_t desc_v =
-              make_desc_sw128(ring_base + slot * kTileBytes + kk * 16 * 128, kTileBytes, 1024);
+        for (int m = 0; m < kNumTilesV; ++m) {
+          // V tile m read as V^T (dims x tokens, MN-major): 8 tokens = 1024 bytes.
+          const uint64_t desc_v = make_desc_sw128(
+              ring_base + ring_slot(first_pos + m) * kTileBytes + kk * 16 * 128, kTileBytes, 1024);
           gmma<typename Mma::OT>(desc_v, desc_advance(desc_p, kk * 32), o[m]);
         }
       }
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
 #pragma unroll
-      for (int m = 0; m < kVTilesPerWarpgroup; ++m) fence_accumulator(o[m]);
+      for (int m = 0; m < kNumTilesV; ++m) fence_accumulator(o[m]);
 #pragma unroll
-      for (int m = 0; m < kVTilesPerWarpgroup; ++m) {
-        release(&smem.tile_empty[ring_slot(first_pos + kWg * kVTilesPerWarpgroup + m)], lane);
-      }
+      for (int m = 0; m < kNumTilesV; ++m) release(&smem.tile_empty[ring_slot(first_pos + m)], lane);
       trace(kEvN_ODone);
     }
 
     // ---- end of this request's blocks: row sums over all tokens, then the output ----
-    // Both warpgroups hold the same row sums; each reduces its own copy.
     float total[4] = {row_sum[0], row_sum[1], row_sum[2], row_sum[3]};
-    reduce_columns<false>(total, column_sum_base, warp, lane, col0,
-                          [] { warpgroup_barrier(NamedBarrier::kColumnSum, kWg); });
+    reduce_columns<false>(total, column_sum_base, warp, lane, col0, NamedBarrier::kColumnSum);
     trace(kEvN_SumsReduced);
 
     float inv[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) inv[c] = total[c] > 0.0f ? __frcp_rn(total[c]) : 0.0f;
-    if (kWg == 0 && warp == 0 && lane < 4) {
+    if (warp == 0 && lane < 4) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         float* lse_dst = reinterpret_cast<float*>(smem.row_lse[q_slot][column_row(c, col0)]);
@@ -670,12 +604,10 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
       }
     }
     trace(kEvN_LseStored);
-    // O (normalised) goes out through this request's Q slot, free now that all of the request's
-    // S^T products completed (in both warpgroups: the last block's kColumnMax came after them).
     if (num_splits == 1) {
-      store_rows<Element, kWg>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
+      store_rows<Element>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
     } else {
-      store_rows<float, kWg>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
+      store_rows<float>(o, inv, q_base, smem.row_out[q_slot], wg_thread);
     }
     if (params.q_tma) release(&smem.q_empty[q_slot], lane);
     trace(kEvEpilogueDone);
@@ -684,10 +616,8 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
 
 // ---- the kernel ------------------------------------------------------------------------------
 
-// 288 threads: with __launch_bounds__ ptxas budgets registers as for 384 (168 each) and spills;
-// registers are allocated per warp, and 9 warps x 224 fit the register file.
 template <typename Element>
-__global__ void __maxnreg__(224)
+__global__ void __launch_bounds__(kThreads, 1)
     decode_narrow_kernel(const __grid_constant__ Params params,
                          const __grid_constant__ CUtensorMap kv_map,
                          const __grid_constant__ CUtensorMap q_map) {
@@ -706,13 +636,11 @@ __global__ void __maxnreg__(224)
   if (threadIdx.x == 0) {
     for (int i = 0; i < kRingTiles; ++i) {
       mbarrier_init(&smem.tile_full[i], 1);
-      // Each ring tile is read by one warpgroup: released by its 4 warps.
-      mbarrier_init(&smem.tile_empty[i], kWarpgroupWarps);
+      mbarrier_init(&smem.tile_empty[i], kConsumerWarps);
     }
     for (int i = 0; i < kNumQSlots; ++i) {
       mbarrier_init(&smem.q_full[i], 1);
-      // Q is read by both warpgroups (each its own dims): released by all 8 consumer warps.
-      mbarrier_init(&smem.q_empty[i], kConsumerWarpgroups * kWarpgroupWarps);
+      mbarrier_init(&smem.q_empty[i], kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -722,11 +650,7 @@ __global__ void __maxnreg__(224)
     if (threadIdx.x == kConsumerThreads) produce(params, part, kv_map, q_map, smem, kv_head);
     return;
   }
-  if (threadIdx.x < kWarpgroupThreads) {
-    consume<Element, 0>(params, part, smem, kv_head, threadIdx.x);
-  } else {
-    consume<Element, 1>(params, part, smem, kv_head, threadIdx.x - kWarpgroupThreads);
-  }
+  consume(params, part, smem, kv_head, threadIdx.x);
 }
 
 }  // namespace mla::sm90::decode_narrow

@@ -147,9 +147,17 @@ struct MmaOps<__nv_bfloat16> {
                                                             cute::SM90::GMMA::Major::MN>;
   using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K,
                                                                 cute::SM90::GMMA::Major::MN>;
+  // decode_narrow: S^T = K Q^T and O^T += V^T P^T with the query rows as N = 16.
+  using NarrowST = cute::SM90::GMMA::MMA_64x16x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
+                                                                 cute::SM90::GMMA::Major::K>;
+  using NarrowOT = cute::SM90::GMMA::MMA_64x16x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::MN,
+                                                                 cute::SM90::GMMA::Major::K>;
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ uint16_t bits(float x) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
   }
 };
 template <>
@@ -160,9 +168,16 @@ struct MmaOps<__half> {
                                                           cute::SM90::GMMA::Major::MN>;
   using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<cute::SM90::GMMA::Major::K,
                                                               cute::SM90::GMMA::Major::MN>;
+  using NarrowST = cute::SM90::GMMA::MMA_64x16x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
+                                                               cute::SM90::GMMA::Major::K>;
+  using NarrowOT = cute::SM90::GMMA::MMA_64x16x16_F32F16F16_SS<cute::SM90::GMMA::Major::MN,
+                                                               cute::SM90::GMMA::Major::K>;
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     __half2 v = __floats2half2_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ uint16_t bits(float x) {
+    return __half_as_ushort(__float2half_rn(x));
   }
 };
 
@@ -250,6 +265,59 @@ enum TraceEvent : int {
 };
 }  // namespace trace_events
 using namespace trace_events;
+
+// ---- kernel set-up -----------------------------------------------------------------------------
+
+// The kernel's shared storage on a 1024-byte boundary (tiles with the 128-byte swizzle need it);
+// the dynamic allocation is over-sized by 1 KiB for this.
+template <class Storage>
+__device__ __forceinline__ Storage& aligned_shared_storage(uint8_t* smem_raw) {
+  return *reinterpret_cast<Storage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                     ~static_cast<uintptr_t>(1023));
+}
+
+// Q rows [first_row, first_row + kCtaRows) of kv head kv_head in request req, by plain 16-byte
+// loads (when no TMA box fits the rows), into kNumTilesQK 128-byte-swizzled tiles of kCtaRows
+// rows at q_tiles. kThreadCount threads (this one is `thread`) each keep kBatch loads in flight:
+// Q sits on the critical path of every request. Rows past rows_per_kv_head are zero. Ends with
+// fence.proxy.async; the caller publishes the tiles with a barrier.
+template <int kCtaRows, int kThreadCount, int kBatch>
+__device__ __forceinline__ void load_q_rows(const Params& params, uint8_t* q_tiles, int first_row,
+                                            int kv_head, int req, int thread) {
+  constexpr int kChunksPerRow = kHeadDimQK / 8;
+  constexpr int kChunks = kCtaRows * kChunksPerRow;
+  constexpr int kTileBytesQ = kCtaRows * kTileDim * 2;
+  static_assert(kChunks % (kThreadCount * kBatch) == 0,
+                "Q chunks must split evenly over the batches");
+  const char* q_bytes = static_cast<const char*>(params.q);
+#pragma unroll 1
+  for (int first_chunk = 0; first_chunk < kChunks; first_chunk += kThreadCount * kBatch) {
+    uint4 value[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int chunk = first_chunk + u * kThreadCount + thread;
+      const int global_row = first_row + chunk / kChunksPerRow;
+      const int c16 = chunk % kChunksPerRow;
+      value[u] = make_uint4(0, 0, 0, 0);
+      if (global_row < params.rows_per_kv_head) {
+        const int sq = global_row / params.heads_per_kv;
+        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+        const int64_t elem = req * params.q_batch_stride + sq * params.q_seq_stride +
+                             head * params.q_head_stride + c16 * 8;
+        value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int chunk = first_chunk + u * kThreadCount + thread;
+      const int row = chunk / kChunksPerRow;
+      const int c16 = chunk % kChunksPerRow;
+      uint8_t* dst = q_tiles + (c16 / 8) * kTileBytesQ + swizzled_offset(row, (c16 % 8) * 8);
+      *reinterpret_cast<uint4*>(dst) = value[u];
+    }
+  }
+  fence_proxy_async();
+}
 
 // ---- the walk over a part's blocks ------------------------------------------------------------
 

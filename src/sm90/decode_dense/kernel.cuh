@@ -400,44 +400,11 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       mbarrier_wait(&smem.q_full, q_phase);
       q_phase ^= 1;
     } else {
-      // Q of this request, loaded by both warpgroups: 64 rows x 72 chunks of 16 bytes; rows past
-      // the CTA's valid rows are zero. The previous request's S products all completed before
-      // its kSegmentEnd barrier, so Q can be overwritten.
-      const char* q_bytes = static_cast<const char*>(params.q);
-      // 18 chunks per thread, issued 9 at a time so that the loads overlap: Q sits on the
-      // critical path of every request (a CTA of a small batch may see only one or two).
-      constexpr int kChunks = kBlockM * (kHeadDimQK / 8);
-      constexpr int kBatch = 9;
-      static_assert(kChunks % (kThreads * kBatch) == 0,
-                    "Q chunks must split evenly over the batches");
-#pragma unroll 1
-      for (int first_chunk = 0; first_chunk < kChunks; first_chunk += kThreads * kBatch) {
-        uint4 value[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int chunk = first_chunk + u * kThreads + threadIdx.x;
-          const int global_row = first_row + chunk / (kHeadDimQK / 8);
-          const int c16 = chunk % (kHeadDimQK / 8);
-          value[u] = make_uint4(0, 0, 0, 0);
-          if (global_row < params.rows_per_kv_head) {
-            const int sq = global_row / params.heads_per_kv;
-            const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-            const int64_t elem = req * params.q_batch_stride + sq * params.q_seq_stride +
-                                 head * params.q_head_stride + c16 * 8;
-            value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int chunk = first_chunk + u * kThreads + threadIdx.x;
-          const int row = chunk / (kHeadDimQK / 8);
-          const int c16 = chunk % (kHeadDimQK / 8);
-          uint8_t* dst =
-              reinterpret_cast<uint8_t*>(smem.q[c16 / 8]) + swizzled_offset(row, (c16 % 8) * 8);
-          *reinterpret_cast<uint4*>(dst) = value[u];
-        }
-      }
-      fence_proxy_async();
+      // Q of this request, loaded by both warpgroups: 64 rows, 18 chunks of 16 bytes per thread
+      // issued 9 at a time. The previous request's S products all completed before its
+      // kSegmentEnd barrier, so Q can be overwritten.
+      load_q_rows<kBlockM, kThreads, 9>(params, reinterpret_cast<uint8_t*>(smem.q[0]), first_row,
+                                        kv_head, req, threadIdx.x);
       named_barrier_sync(NamedBarrier::kQReady, kThreads);
     }
     trace(kEvRequestStart);
@@ -733,9 +700,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                         const __grid_constant__ CUtensorMap kv_map,
                         const __grid_constant__ CUtensorMap q_map) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  // The dynamic allocation is over-sized by 1 KiB so the tiles can sit on 1024-byte boundaries.
-  auto& smem = *reinterpret_cast<SharedStorage<Element>*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  auto& smem = aligned_shared_storage<SharedStorage<Element>>(smem_raw);
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;

@@ -57,7 +57,10 @@ using decode_dense::mbarrier_arrive;
 using decode_dense::mbarrier_arrive_expect_tx;
 using decode_dense::mbarrier_init;
 using decode_dense::mbarrier_probe;
+using decode_dense::load_q_rows;
 using decode_dense::mbarrier_wait;
+using decode_dense::MmaOps;
+using decode_dense::aligned_shared_storage;
 using decode_dense::Params;
 using decode_dense::request_range;
 using decode_dense::RequestRange;
@@ -84,29 +87,6 @@ struct SharedStorage {
   uint64_t tile_empty[kRingTiles];
   uint64_t q_full[kNumQSlots];
   uint64_t q_empty[kNumQSlots];
-};
-
-template <typename Element>
-struct NarrowMma;
-template <>
-struct NarrowMma<__nv_bfloat16> {
-  using ST = cute::SM90::GMMA::MMA_64x16x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
-                                                           cute::SM90::GMMA::Major::K>;
-  using OT = cute::SM90::GMMA::MMA_64x16x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::MN,
-                                                           cute::SM90::GMMA::Major::K>;
-  static __device__ __forceinline__ uint16_t bits(float x) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-  }
-};
-template <>
-struct NarrowMma<__half> {
-  using ST = cute::SM90::GMMA::MMA_64x16x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
-                                                         cute::SM90::GMMA::Major::K>;
-  using OT = cute::SM90::GMMA::MMA_64x16x16_F32F16F16_SS<cute::SM90::GMMA::Major::MN,
-                                                         cute::SM90::GMMA::Major::K>;
-  static __device__ __forceinline__ uint16_t bits(float x) {
-    return __half_as_ushort(__float2half_rn(x));
-  }
 };
 
 // Ring slot and phase parity of the pos-th KV tile of the part (both sides count tiles alike).
@@ -180,46 +160,6 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
 // token (or dim) key0 + 8 h.
 __device__ __forceinline__ constexpr int acc_index(int c, int h) { return 4 * (c / 2) + 2 * h + (c % 2); }
 __device__ __forceinline__ int column_row(int c, int col0) { return 8 * (c / 2) + col0 + (c % 2); }
-
-// Q of request req into Q slot `slot` by plain loads (when no TMA box fits the rows): 16 rows x
-// 72 chunks of 16 bytes, 9 per thread, all issued before the first store. Rows past the valid
-// rows are zero.
-template <typename Element>
-__device__ __forceinline__ void load_q_plain(const Params& params, SharedStorage<Element>& smem,
-                                             int slot, int kv_head, int req, int wg_thread) {
-  constexpr int kChunksPerRow = kHeadDimQK / 8;
-  constexpr int kPerThread = kRows * kChunksPerRow / kConsumerThreads;
-  static_assert(kRows * kChunksPerRow % kConsumerThreads == 0, "Q chunks must split evenly");
-  const char* q_bytes = static_cast<const char*>(params.q);
-  uint4 value[kPerThread];
-#pragma unroll
-  for (int u = 0; u < kPerThread; ++u) {
-    const int chunk = u * kConsumerThreads + wg_thread;
-    const int row = chunk / kChunksPerRow;
-    const int c16 = chunk % kChunksPerRow;
-    value[u] = make_uint4(0, 0, 0, 0);
-    if (row < params.rows_per_kv_head) {
-      const int sq = row / params.heads_per_kv;
-      const int head = kv_head * params.heads_per_kv + row % params.heads_per_kv;
-      const int64_t elem = req * params.q_batch_stride + sq * params.q_seq_stride +
-                           head * params.q_head_stride + c16 * 8;
-      value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < kPerThread; ++u) {
-    const int chunk = u * kConsumerThreads + wg_thread;
-    const int row = chunk / kChunksPerRow;
-    const int c16 = chunk % kChunksPerRow;
-    uint8_t* dst = reinterpret_cast<uint8_t*>(smem.q[slot][c16 / 8]) +
-                   swizzled_offset(row, (c16 % 8) * 8);
-    *reinterpret_cast<uint4*>(dst) = value[u];
-  }
-  fence_proxy_async();
-  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(NamedBarrier::kQReady)),
-               "r"(kConsumerThreads)
-               : "memory");
-}
 
 __device__ __forceinline__ void consumer_barrier(NamedBarrier id) {
   asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(kConsumerThreads) : "memory");
@@ -314,7 +254,7 @@ __device__ __forceinline__ void store_rows(const float (&o)[kNumTilesV][8], cons
           if constexpr (sizeof(Out) == 4) {
             st_shared(addr, v);
           } else {
-            asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(NarrowMma<Out>::bits(v))
+            asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(MmaOps<Out>::bits(v))
                          : "memory");
           }
         }
@@ -343,7 +283,7 @@ __device__ __forceinline__ void store_rows(const float (&o)[kNumTilesV][8], cons
 template <typename Element>
 __device__ void consume(const Params& params, const mla::detail::PartMetadata& part,
                         SharedStorage<Element>& smem, int kv_head, int wg_thread) {
-  using Mma = NarrowMma<Element>;
+  using Mma = MmaOps<Element>;
   const int warp = wg_thread / 32;
   const int lane = wg_thread % 32;
   const int key0 = warp * 16 + lane / 4;
@@ -386,9 +326,12 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
     if (params.q_tma) {
       mbarrier_wait(&smem.q_full[q_slot], q_phase);
     } else {
+      // Q by plain loads (no TMA box fits the rows): 16 rows, 9 chunks of 16 bytes per thread.
       // The slot's previous Q (two requests back) is no longer read: this warpgroup waited for
       // all of its S^T products.
-      load_q_plain(params, smem, q_slot, kv_head, req, wg_thread);
+      load_q_rows<kRows, kConsumerThreads, 9>(params, reinterpret_cast<uint8_t*>(smem.q[q_slot][0]),
+                                              0, kv_head, req, wg_thread);
+      consumer_barrier(NamedBarrier::kQReady);
     }
     const uint32_t q_base = smem_addr(smem.q[q_slot][0]);
     trace(kEvRequestStart);
@@ -476,7 +419,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
         cute::warpgroup_arrive();
 #pragma unroll
         for (int kk = 0; kk < kTileDim / 16; ++kk) {
-          gmma<typename Mma::ST>(desc_advance(desc_k, kk * 32), desc_advance(desc_q, kk * 32),
+          gmma<typename Mma::NarrowST>(desc_advance(desc_k, kk * 32), desc_advance(desc_q, kk * 32),
                                  s_part[kk]);
         }
         cute::warpgroup_commit_batch();
@@ -572,7 +515,7 @@ __device__ void consume(const Params& params, const mla::detail::PartMetadata& p
           // V tile m read as V^T (dims x tokens, MN-major): 8 tokens = 1024 bytes.
           const uint64_t desc_v = make_desc_sw128(
               ring_base + ring_slot(first_pos + m) * kTileBytes + kk * 16 * 128, kTileBytes, 1024);
-          gmma<typename Mma::OT>(desc_v, desc_advance(desc_p, kk * 32), o[m]);
+          gmma<typename Mma::NarrowOT>(desc_v, desc_advance(desc_p, kk * 32), o[m]);
         }
       }
       cute::warpgroup_commit_batch();
@@ -622,9 +565,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                          const __grid_constant__ CUtensorMap kv_map,
                          const __grid_constant__ CUtensorMap q_map) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  // The dynamic allocation is over-sized by 1 KiB so the tiles can sit on 1024-byte boundaries.
-  auto& smem = *reinterpret_cast<SharedStorage<Element>*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  auto& smem = aligned_shared_storage<SharedStorage<Element>>(smem_raw);
 
   const int kv_head = blockIdx.y;
   const mla::detail::PartMetadata part = params.parts[blockIdx.z];

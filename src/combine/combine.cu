@@ -35,6 +35,22 @@ __device__ __forceinline__ void wait_for_previous_grid() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 }
 
+// The partials are read exactly once, here: an evict-first L2 policy on the reads, so lines the
+// main kernel kept in L2 (decode_dense writes them evict_last) do not outstay this kernel.
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+__device__ __forceinline__ float4 load_partial(const float4* p, uint64_t policy) {
+  float4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "l"(p), "l"(policy));
+  return v;
+}
+
 template <bool kFp16>
 __device__ __forceinline__ void store4(void* out, int64_t offset, float4 v, bool vectorised) {
   if constexpr (kFp16) {
@@ -110,6 +126,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   wait_for_previous_grid();
+  const uint64_t read_once = l2_evict_first_policy();
 
   const int64_t rows_per_slot = static_cast<int64_t>(s_q) * h_q;
   const int64_t lse_row = static_cast<int64_t>(s) * h_q + h;  // within one slot
@@ -161,7 +178,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
           w[u] = weights[k + u * kSplitGroups];
-          v[u] = w[u] != 0.f ? __ldg(src + (k + u * kSplitGroups) * slot_stride4)
+          v[u] = w[u] != 0.f ? load_partial(src + (k + u * kSplitGroups) * slot_stride4, read_once)
                              : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
@@ -175,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
       for (; k < n; k += kSplitGroups) {
         const float w = weights[k];
         if (w != 0.f) {
-          const float4 v = __ldg(src + k * slot_stride4);
+          const float4 v = load_partial(src + k * slot_stride4, read_once);
           acc.x = fmaf(w, v.x, acc.x);
           acc.y = fmaf(w, v.y, acc.y);
           acc.z = fmaf(w, v.z, acc.z);
@@ -228,6 +245,7 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
     return;
   }
   wait_for_previous_grid();
+  const uint64_t read_once = l2_evict_first_policy();
 
   const int64_t rows_per_slot = static_cast<int64_t>(s_q) * h_q;
   const int64_t lse_row = static_cast<int64_t>(s) * h_q + h;
@@ -262,7 +280,8 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
 #pragma unroll
       for (int u = 0; u < kWarpColumnsPerLane; ++u) {
         const int col = c0 + u * 32 + lane;
-        v[u] = col < d4 ? __ldg(src + k * slot_stride4 + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[u] = col < d4 ? load_partial(src + k * slot_stride4 + col, read_once)
+                        : make_float4(0.f, 0.f, 0.f, 0.f);
       }
 #pragma unroll
       for (int u = 0; u < kWarpColumnsPerLane; ++u) {

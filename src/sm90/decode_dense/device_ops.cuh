@@ -97,6 +97,23 @@ __device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int threads)
 // L2 policy for KV: read exactly once per decode step, so it should not evict anything else.
 inline constexpr uint64_t kL2EvictFirst = 0x12F0000000000000ull;
 
+// L2 policy for decode_dense's fp32 partials of split requests: written once, read once by
+// combine right after the kernel (which reads them with an evict-first policy, demoting them
+// again). With one m-block per kv head no two CTAs read the same KV, so the partials are kept
+// ahead of everything else (evict_last) and combine finds them in L2 (b = 128, s_q = 4, h_q = 16:
+// about 33 MB of partials; case H measured 2-9 us shorter). With several m-blocks the CTAs of one
+// part read the same pages, relying on L2 to serve the second read; there, partials pinned in L2
+// crowd out those KV lines (case G measured 5-15 us longer), so they get the normal policy.
+__device__ __forceinline__ uint64_t l2_partial_policy(bool keep_in_l2) {
+  uint64_t policy;
+  if (keep_in_l2) {
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  } else {
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
+  }
+  return policy;
+}
+
 __device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, uint64_t* bar, void* dst,
                                             int c0, int c1, int c2, int c3) {
   asm volatile(

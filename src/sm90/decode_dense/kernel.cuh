@@ -664,10 +664,12 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         float* out = params.o_partial +
                      ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
                       head) * kHeadDimV + dim0;
+        const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
 #pragma unroll
         for (int i = 0; i < kHalfV / 8; ++i) {
-          asm volatile("st.global.v2.f32 [%0], {%1, %2};" ::"l"(out + 8 * i),
-                       "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv)
+          asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;" ::"l"(out + 8 * i),
+                       "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv),
+                       "l"(partial_policy)
                        : "memory");
         }
       }

@@ -101,9 +101,10 @@ inline constexpr uint64_t kL2EvictFirst = 0x12F0000000000000ull;
 // combine right after the kernel (which reads them with an evict-first policy, demoting them
 // again). With one m-block per kv head no two CTAs read the same KV, so the partials are kept
 // ahead of everything else (evict_last) and combine finds them in L2 (b = 128, s_q = 4, h_q = 16:
-// about 33 MB of partials; case H measured 2-9 us shorter). With several m-blocks the CTAs of one
-// part read the same pages, relying on L2 to serve the second read; there, partials pinned in L2
-// crowd out those KV lines (case G measured 5-15 us longer), so they get the normal policy.
+// about 33 MB of partials; case H 1.5-11 us shorter in 8 of 8 A/B pairs). With several m-blocks
+// the CTAs of one part read the same pages, relying on L2 to serve the second read; there,
+// partials pinned in L2 crowd out those KV lines (case G up to 19 us longer in 7 of 8 pairs), so
+// they get the normal policy.
 __device__ __forceinline__ uint64_t l2_partial_policy(bool keep_in_l2) {
   uint64_t policy;
   if (keep_in_l2) {

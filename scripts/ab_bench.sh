@@ -4,6 +4,7 @@
 #   mkdir -p build-ab/base && git archive <commit> | tar -x -C build-ab/base
 # then, on the GPU machine (with .deps/cutlass present; build-ab/base carried along):
 #   bash scripts/ab_bench.sh [cases...]      (default: C A G D; ROUNDS=2 alternations)
+# A third tree in build-ab/alt (same kind of export) is timed too when present.
 # Prints one line per run and the per-case medians; logs to $OUT.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,14 +25,20 @@ fi
   cmake --build build-ab/base-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_base.log" 2>&1 &
 ( cmake -S . -B build-ab/new-build $gen "${common[@]}" &&
   cmake --build build-ab/new-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_new.log" 2>&1 &
+sides=(base new)
+if [ -f build-ab/alt/CMakeLists.txt ]; then
+  sides+=(alt)
+  ( cmake -S build-ab/alt -B build-ab/alt-build $gen "${common[@]}" &&
+    cmake --build build-ab/alt-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_alt.log" 2>&1
+fi
 wait
-for side in base new; do
+for side in "${sides[@]}"; do
   [ -x "build-ab/$side-build/tools/mla-bench/mla-bench" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log"; exit 1; }
 done
 
 for c in "${cases[@]}"; do
   for r in $(seq "$rounds"); do
-    for side in base new; do
+    for side in "${sides[@]}"; do
       t=$("build-ab/$side-build/tools/mla-bench/mla-bench" --case "$c" --iters 40 --no-verify 2>/dev/null |
           awk -v c="$c" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
       echo "$c $side ${t:-FAIL}" | tee -a "$out/ab.txt"
@@ -40,7 +47,7 @@ for c in "${cases[@]}"; do
 done
 echo "--- medians (us)"
 for c in "${cases[@]}"; do
-  for side in base new; do
+  for side in "${sides[@]}"; do
     printf '%s %-4s %s\n' "$c" "$side" "$(awk -v c="$c" -v s="$side" '$1 == c && $2 == s { print $3 }' "$out/ab.txt" | sort -n |
       awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
   done

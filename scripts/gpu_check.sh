@@ -58,7 +58,7 @@ for stage in "${stages[@]}"; do
       # changes: ncu --clock-control none.
       for c in ${PROFILE_CASES:-E F C}; do
         run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_(dense|narrow)_kernel|combine_kernel' \
-          --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+          --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
           "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
       done
       ;;

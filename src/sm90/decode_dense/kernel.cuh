@@ -506,20 +506,21 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         if (has_b) k_phase[1] ^= 1;
 
         if (next_a) {
-          // ---- S of the next A, overlapping P_B V_B,L ----
+          // ---- S of the next A, after P_B V_B,L (overlapping WG1's P_B V_B,R) ----
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
           if (has_b) {
-            // P_B V_B,L (the group before the kTilesLeft tile groups) done: buffer 1's left half
-            // is free.
-            cute::warpgroup_wait<kTilesLeft>();
+            // P_B V_B,L done: buffer 1's left half is free. Its next load is requested before S
+            // of the next A is issued, not after S's first tile groups: WG1 starts S of the next
+            // B on these tiles right after its P_B V_B,R, so their latency is what it waits for.
+            // S of the next A then overlaps WG1's P_B V_B,R rather than P_B V_B,L (A/B on the
+            // H200: C, B and H 1-5% shorter, the others unchanged; docs/PERF.md).
+            cute::warpgroup_wait<0>();
             trace(kEvA_PvBLDone);
             if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
           }
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s,
-                                                 trace);
+          issue_qk<Ops, 0, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
         }
         cute::warpgroup_wait<0>();
         fence_accumulator(s);
@@ -597,13 +598,15 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         if (has_b) k_phase[1] ^= 1;
 
         if (next_b) {
-          // ---- S of the next B: right half first (WG1 freed it; WG0 frees the left later) ----
+          // ---- S of the next B: left half first. WG0 requested it when its P_B V_B,L completed,
+          // which is before WG1's P_B V_B,R (queued behind P_A V_A,R) freed the right half, just
+          // requested above: the left tiles land first.
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
           issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s,
                                                  trace);
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
           cute::warpgroup_wait<0>();
           fence_accumulator(s);
           trace(kEvB_NextS);

@@ -4,7 +4,8 @@
 #   mkdir -p build-ab/base && git archive <commit> | tar -x -C build-ab/base
 # then, on the GPU machine (with .deps/cutlass present; build-ab/base carried along):
 #   bash scripts/ab_bench.sh [cases...]      (default: C A G D; ROUNDS=2 alternations)
-# A third tree in build-ab/alt (same kind of export) is timed too when present.
+# A third tree in build-ab/alt (same kind of export) is timed too when present. BENCH_ARGS (env)
+# adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16".
 # Prints one line per run and the per-case medians; logs to $OUT.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +40,7 @@ done
 for c in "${cases[@]}"; do
   for r in $(seq "$rounds"); do
     for side in "${sides[@]}"; do
-      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" --case "$c" --iters 40 --no-verify 2>/dev/null |
+      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" --case "$c" --iters 40 --no-verify ${BENCH_ARGS:-} 2>/dev/null |
           awk -v c="$c" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
       echo "$c $side ${t:-FAIL}" | tee -a "$out/ab.txt"
     done

@@ -344,6 +344,26 @@ __device__ __forceinline__ void own_block_pv(uint32_t (&p_frag)[kBlockN / 4], ui
   fence_fragment(p_frag);
 }
 
+// O += P V[:, this warpgroup's half] for the other warpgroup's block (P in shared memory at
+// p_base), issued and not waited for. The half's four V tiles (from kFirstTile) must be observed
+// complete by this warpgroup first (probed: an earlier probe_v_tiles result), and the block's
+// tail V rows are zeroed when it is a request's partial last page. ready / issued: trace events.
+template <typename Ops, int kFirstTile, typename Element>
+__device__ __forceinline__ void issue_other_block_pv(
+    uint32_t probed, uint64_t* tile_full, uint32_t phase,
+    Element (&buffer)[kNumTilesQK][kBlockN * kTileDim], int warpgroup, int valid_tokens,
+    int wg_thread, uint32_t p_base, uint32_t v_base, float (&o)[kHalfV / 2], Trace& trace,
+    int ready, int issued) {
+  wait_v_tiles<kFirstTile>(probed, tile_full, phase);
+  if (valid_tokens < kBlockN) zero_tail_v_rows(buffer, warpgroup, valid_tokens, wg_thread);
+  trace(ready);
+  fence_accumulator(o);
+  cute::warpgroup_arrive();
+  issue_pv_smem<Ops>(p_base, v_base, o);
+  cute::warpgroup_commit_batch();
+  trace(issued);
+}
+
 // ---- both warpgroups: see the comment at the top of this file ----------------------------------
 
 template <typename Element>
@@ -491,16 +511,11 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           scale_rows(o, beta);
           row_sum[0] *= beta[0];
           row_sum[1] *= beta[1];
-          // Landed long ago (WG1 computed S_B from it); the wait makes the TMA bytes visible here.
-          wait_v_tiles<0>(b_left_probed, smem.k_full[1], k_phase[1]);
-          const int valid_b = seqlen - b * kBlockN;
-          if (valid_b < kBlockN) zero_tail_v_rows(smem.k[1], 0, valid_b, wg_thread);
-          trace(kEvA_PvBLReady);
-          fence_accumulator(o);
-          cute::warpgroup_arrive();
-          issue_pv_smem<Ops>(p1_base, v_base[1], o);
-          cute::warpgroup_commit_batch();
-          trace(kEvA_PvBLIssued);
+          // V_B,L landed long ago (WG1 computed S_B from it); the wait makes the TMA bytes
+          // visible here.
+          issue_other_block_pv<Ops, 0>(b_left_probed, smem.k_full[1], k_phase[1], smem.k[1], 0,
+                                       seqlen - b * kBlockN, wg_thread, p1_base, v_base[1], o,
+                                       trace, kEvA_PvBLReady, kEvA_PvBLIssued);
         }
         k_phase[0] ^= 1;
         if (has_b) k_phase[1] ^= 1;
@@ -561,15 +576,9 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 
         // ---- O_R = alpha O_R + P_A V_A,R ----
         scale_rows(o, alpha);
-        wait_v_tiles<kTilesLeft>(a_right_probed, smem.k_full[0], k_phase[0]);
-        const int valid_a = seqlen - a * kBlockN;
-        if (valid_a < kBlockN) zero_tail_v_rows(smem.k[0], 1, valid_a, wg_thread);
-        trace(kEvB_PvARReady);
-        fence_accumulator(o);
-        cute::warpgroup_arrive();
-        issue_pv_smem<Ops>(p0_base, v_base[0], o);
-        cute::warpgroup_commit_batch();
-        trace(kEvB_PvARIssued);
+        issue_other_block_pv<Ops, kTilesLeft>(a_right_probed, smem.k_full[0], k_phase[0], smem.k[0],
+                                              1, seqlen - a * kBlockN, wg_thread, p0_base,
+                                              v_base[0], o, trace, kEvB_PvARReady, kEvB_PvARIssued);
 
         if (has_b) {
           // A full barrier, not a one-way bar.arrive: with bar.arrive hand-offs,

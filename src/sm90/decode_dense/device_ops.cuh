@@ -339,6 +339,15 @@ __device__ __forceinline__ void load_q_rows(const Params& params, uint8_t* q_til
 
 // ---- the walk over a part's blocks ------------------------------------------------------------
 
+// The CTA's part of the schedule (grid.z), read first thing. Also lets combine (launched with
+// programmatic dependent launch) get its CTAs resident early; it still waits for this whole grid
+// to finish before reading partials.
+__device__ __forceinline__ mla::detail::PartMetadata begin_part(const Params& params) {
+  const mla::detail::PartMetadata part = params.parts[blockIdx.z];
+  asm volatile("griddepcontrol.launch_dependents;");
+  return part;
+}
+
 struct RequestRange {
   int first_block;  // inclusive
   int end_block;    // exclusive

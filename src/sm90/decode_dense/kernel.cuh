@@ -718,10 +718,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int m_block = blockIdx.x;
   const int kv_head = blockIdx.y;
-  const mla::detail::PartMetadata part = params.parts[blockIdx.z];
-  // Lets combine (launched with programmatic dependent launch) get its CTAs resident early; it
-  // still waits for this whole grid to finish before reading partials.
-  asm volatile("griddepcontrol.launch_dependents;");
+  const mla::detail::PartMetadata part = begin_part(params);
   if (part.num_blocks <= 0) return;
 
   if (threadIdx.x == 0) {

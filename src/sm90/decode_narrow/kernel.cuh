@@ -61,6 +61,7 @@ using decode_dense::load_q_rows;
 using decode_dense::mbarrier_wait;
 using decode_dense::MmaOps;
 using decode_dense::aligned_shared_storage;
+using decode_dense::begin_part;
 using decode_dense::Params;
 using decode_dense::request_range;
 using decode_dense::RequestRange;
@@ -568,10 +569,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto& smem = aligned_shared_storage<SharedStorage<Element>>(smem_raw);
 
   const int kv_head = blockIdx.y;
-  const mla::detail::PartMetadata part = params.parts[blockIdx.z];
-  // Lets combine (launched with programmatic dependent launch) get its CTAs resident early; it
-  // still waits for this whole grid to finish before reading partials.
-  asm volatile("griddepcontrol.launch_dependents;");
+  const mla::detail::PartMetadata part = begin_part(params);
   if (part.num_blocks <= 0) return;
 
   if (threadIdx.x == 0) {

@@ -17,11 +17,20 @@ struct GemmCeiling {
   int reps = 0;
 };
 
+struct LaunchFloor {
+  double us = 0;  // median time of an empty two-kernel decode-shaped graph (launch_floor.cu)
+  int reps = 0;
+};
+
 // Device-to-device cudaMemcpyAsync of `bytes`, median of `reps` timed copies.
 CopyCeiling measure_copy_ceiling(size_t bytes, int reps);
 
 // bf16 n x n x n GEMM through cublasGemmEx (fp32 compute, bf16 output), random inputs,
 // median of `reps` timed calls.
 GemmCeiling measure_gemm_ceiling(int n, int reps);
+
+// The floor of a decode step under mla-bench's method: a graph of two empty kernels (num_sms
+// CTAs, then a programmatically dependent one), replayed after an L2 flush of `flush`.
+LaunchFloor measure_launch_floor(int num_sms, void* flush, size_t flush_bytes, int reps);
 
 }  // namespace mla_bench

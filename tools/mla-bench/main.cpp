@@ -36,6 +36,7 @@ constexpr size_t kCopyCeilingBytes = size_t{2} << 30;  // 2 GiB read + 2 GiB wri
 constexpr int kCopyCeilingReps = 10;
 constexpr int kGemmCeilingN = 8192;
 constexpr int kGemmCeilingReps = 20;
+constexpr int kLaunchFloorReps = 200;
 constexpr int kWarmupReplays = 3;
 
 struct GpuInfo {
@@ -391,7 +392,8 @@ std::string json_num(const std::optional<double>& v) { return v ? json_num(*v) :
 
 bool write_json(const std::string& path, const std::string& command, const Options& opt,
                 const GpuInfo& gpu, const std::optional<CopyCeiling>& copy,
-                const std::optional<GemmCeiling>& gemm, const std::vector<CaseResult>& results,
+                const std::optional<GemmCeiling>& gemm,
+                const std::optional<LaunchFloor>& floor, const std::vector<CaseResult>& results,
                 bool all_ok, uint64_t data_seed) {
   std::ostringstream j;
   const double copy_gbs = copy ? copy->gb_per_s : 0, gemm_tf = gemm ? gemm->tflops : 0;
@@ -409,7 +411,8 @@ bool write_json(const std::string& path, const std::string& command, const Optio
   j << "  \"ceilings\": {\"copy_gb_per_s\": " << (copy ? json_num(copy->gb_per_s) : "null")
     << ", \"copy_bytes\": " << (copy ? std::to_string(copy->bytes) : "null")
     << ", \"gemm_tflops\": " << (gemm ? json_num(gemm->tflops) : "null")
-    << ", \"gemm_n\": " << (gemm ? std::to_string(gemm->n) : "null") << "},\n";
+    << ", \"gemm_n\": " << (gemm ? std::to_string(gemm->n) : "null")
+    << ", \"launch_floor_us\": " << (floor ? json_num(floor->us) : "null") << "},\n";
   j << "  \"cases\": [";
   for (size_t k = 0; k < results.size(); ++k) {
     const CaseResult& r = results[k];
@@ -517,10 +520,6 @@ int run(int argc, char** argv) {
               copy ? fmt("%.0f", copy_gbs).c_str() : "n/a",
               static_cast<double>(kCopyCeilingBytes) / (1u << 30), kCopyCeilingReps,
               gemm ? fmt("%.1f", gemm_tf).c_str() : "n/a", kGemmCeilingN, kGemmCeilingReps);
-  std::printf("\n%-6s %5s %4s %7s %5s %5s %6s | %9s %8s %7s %7s %7s | %s\n", "case", "b", "s_q",
-              "s_k", "h_q", "h_kv", "varlen", "time us", "TFLOP/s", "GB/s", "%copy", "%GEMM",
-              "verify");
-  std::fflush(stdout);
 
   std::vector<CaseResult> results;
   std::optional<DeviceBuffer> flush;
@@ -532,6 +531,23 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "mla-bench: setup failed: %s\n", e.what());
     return kExitFailed;
   }
+  // The third ceiling, for the latency-bound cases (E, F): no decode can be timed below it.
+  std::optional<LaunchFloor> floor;
+  try {
+    progress.show("mla-bench: measuring launch floor");
+    floor = measure_launch_floor(gpu.sm_count, flush->get(), flush->bytes(), kLaunchFloorReps);
+  } catch (const std::exception& e) {
+    progress.clear();
+    std::fprintf(stderr, "mla-bench: launch floor failed: %s\n", e.what());
+  }
+  progress.clear();
+  std::printf("launch floor: %s us (graph of two empty kernels, %d CTAs + a dependent one, timed "
+              "like the cases, median of %d)\n",
+              floor ? fmt("%.1f", floor->us).c_str() : "n/a", gpu.sm_count, kLaunchFloorReps);
+  std::printf("\n%-6s %5s %4s %7s %5s %5s %6s | %9s %8s %7s %7s %7s | %s\n", "case", "b", "s_q",
+              "s_k", "h_q", "h_kv", "varlen", "time us", "TFLOP/s", "GB/s", "%copy", "%GEMM",
+              "verify");
+  std::fflush(stdout);
   for (size_t k = 0; k < cases.size(); ++k) {
     CaseResult r;
     r.spec = cases[k];
@@ -573,7 +589,7 @@ int run(int argc, char** argv) {
   if (!copy || !gemm) ok = false;
 
   if (!opt.json_path.empty()) {
-    if (!write_json(opt.json_path, command, opt, gpu, copy, gemm, results, ok, data_seed)) {
+    if (!write_json(opt.json_path, command, opt, gpu, copy, gemm, floor, results, ok, data_seed)) {
       std::fprintf(stderr, "mla-bench: cannot write --json file '%s'\n", opt.json_path.c_str());
       ok = false;
     }

@@ -153,6 +153,7 @@ Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedu
   combine.lse = args.lse;
   combine.out_is_fp16 = args.dtype == DType::kFP16;
   combine.num_sm_parts = plan.num_sm_parts;
+  combine.num_sms = plan.num_sms;
   err = detail::launch_combine(combine, stream, /*programmatic_dependent_launch=*/true);
   if (err != cudaSuccess) return cuda_status(err, "combine kernel launch");
   return Status::Ok();

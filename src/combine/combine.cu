@@ -1,12 +1,15 @@
 // Split-KV combine kernel (semantics in combine.h).
 //
-// Grid: one CTA of 512 threads per output row (request, query token, head), rows of one request
-// adjacent. A row is d_v = 512 floats: four groups of 128 threads each own every fourth split,
-// each thread one float4 column with four loads in flight, and the groups' sums are added in a
-// fixed order through shared memory. So a request with many splits (b = 1, 64+ splits) keeps
-// 32 KiB of loads in flight per row, and a large batch (b = 128, h = 128: 16384 rows) fills the
-// GPU many times over. Rows of unsplit requests return at once, and rows of empty requests are
-// written without waiting for the main kernel (it never writes them).
+// Grid: column_chunks CTAs of 512 threads per output row (request, query token, head), rows of
+// one request adjacent. A row is d_v = 512 floats (128 float4 columns); a CTA takes 128 / chunks
+// of them: groups of 128 / chunks threads each own every (4 chunks)-th split, each thread one
+// float4 column with four loads in flight, and the groups' sums are added in a fixed order
+// through shared memory. A large batch (b = 128, h = 128: 16384 rows) fills the GPU many times
+// over with one CTA per row. With fewer rows than SMs (b = 1, h = 16: 16 rows of up to 132
+// splits) one CTA per row would leave most SMs idle; there each row is cut into up to four
+// column chunks, so its splits are requested in fewer rounds. Rows of unsplit requests
+// return at once, and rows of empty requests are written without waiting for the main kernel
+// (it never writes them).
 #include <cmath>
 #include <cstdint>
 
@@ -20,9 +23,10 @@
 namespace mla::detail {
 namespace {
 
-constexpr int kColumnThreads = 128;  // one float4 column of d_v = 512 each
-constexpr int kSplitGroups = 4;      // groups that walk disjoint subsets of the splits
+constexpr int kColumnThreads = 128;  // one float4 column of d_v = 512 each (one column chunk)
+constexpr int kSplitGroups = 4;      // groups that walk disjoint subsets of the splits (ditto)
 constexpr int kThreads = kColumnThreads * kSplitGroups;
+constexpr int kMaxColumnChunks = 4;
 constexpr int kWarpRowsPerCta = 4;      // warp-per-row variant
 constexpr int kWarpColumnsPerLane = 4;  // float4 columns per lane and pass: 4 x 32 x 4 = 512
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -100,18 +104,28 @@ __device__ __forceinline__ RowLocation locate_row(const CombineParams& params, i
   return r;
 }
 
+// Four CTAs per SM (at most 32 registers): with 512 rows (case F) one wave of 528 CTAs; at 40
+// registers only three fit and F's combine took two waves (docs/PERF.md).
 template <bool kFp16>
-__global__ void __launch_bounds__(kThreads)
-    combine_kernel(CombineParams params, bool vectorised_store) {
+__global__ void __launch_bounds__(kThreads, 4)
+    combine_kernel(CombineParams params, bool vectorised_store, int column_chunks) {
   __shared__ float weights[kMaxSplits];  // first the split lse values, then their weights
-  __shared__ float4 partial_acc[kSplitGroups - 1][kColumnThreads];
+  __shared__ float4 partial_acc[kThreads];  // groups 1.. of a column pass, [group - 1][column]
   __shared__ float row_lse;
 
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
-  const RowLocation loc = locate_row(params, blockIdx.x);
+  const int chunk = static_cast<int>(blockIdx.x % column_chunks);
+  const RowLocation loc = locate_row(params, blockIdx.x / column_chunks);
   const int h = loc.head, s = loc.token, i = loc.request;
   const int64_t out_offset = loc.out_offset;
   const int d4 = params.head_dim_v / 4;
+  // This CTA's float4 columns [col_begin, col_end) and its thread layout: column_threads
+  // columns at a time, `groups` groups walking the splits.
+  const int cols_per_chunk = (d4 + column_chunks - 1) / column_chunks;
+  const int col_begin = chunk * cols_per_chunk;
+  const int col_end = min(d4, col_begin + cols_per_chunk);
+  const int column_threads = kColumnThreads / column_chunks;
+  const int groups = kThreads / column_threads;
 
   // split_offsets was written by the scheduler, before the main kernel started, so it may be read
   // before waiting for the main kernel; so may the rows the main kernel never writes.
@@ -119,9 +133,9 @@ __global__ void __launch_bounds__(kThreads)
   const int num_splits = __ldg(params.split_offsets + i + 1) - first;
   if (num_splits == 1) return;  // final values were written by the main kernel
   if (num_splits <= 0) {
-    for (int c = threadIdx.x; c < d4; c += kThreads)
+    for (int c = col_begin + static_cast<int>(threadIdx.x); c < col_end; c += kThreads)
       store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
-    if (threadIdx.x == 0) params.lse[loc.lse_index(params)] = INFINITY;
+    if (chunk == 0 && threadIdx.x == 0) params.lse[loc.lse_index(params)] = INFINITY;
     return;
   }
 
@@ -158,27 +172,27 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // kSplitGroups groups of threads take every kSplitGroups-th split, each thread one float4
-  // column, four loads in flight: with many splits (b = 1) the row is latency-bound, so the
-  // loads in flight per row matter more than anything else here.
-  const int group = threadIdx.x / kColumnThreads;
-  const int c = threadIdx.x % kColumnThreads;
+  // `groups` groups of threads take every groups-th split, each thread one float4 column, four
+  // loads in flight: with many splits (b = 1) the row is latency-bound, so the loads in flight
+  // per row matter more than anything else here.
+  const int group = threadIdx.x / column_threads;
+  const int c = threadIdx.x % column_threads;
   const float4* o4 = reinterpret_cast<const float4*>(params.o_partial);
   const int64_t slot_stride4 = rows_per_slot * d4;
   const int64_t row4 = lse_row * d4;
-  for (int c0 = 0; c0 < d4; c0 += kColumnThreads) {
+  for (int c0 = col_begin; c0 < col_end; c0 += column_threads) {
     const int col = c0 + c;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (col < d4) {
+    if (col < col_end) {
       const float4* src = o4 + first * slot_stride4 + row4 + col;
       int k = group;
-      for (; k + 3 * kSplitGroups < n; k += 4 * kSplitGroups) {
+      for (; k + 3 * groups < n; k += 4 * groups) {
         float4 v[4];
         float w[4];
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-          w[u] = weights[k + u * kSplitGroups];
-          v[u] = w[u] != 0.f ? load_partial(src + (k + u * kSplitGroups) * slot_stride4, read_once)
+          w[u] = weights[k + u * groups];
+          v[u] = w[u] != 0.f ? load_partial(src + (k + u * groups) * slot_stride4, read_once)
                              : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
@@ -189,7 +203,7 @@ __global__ void __launch_bounds__(kThreads)
           acc.w = fmaf(w[u], v[u].w, acc.w);
         }
       }
-      for (; k < n; k += kSplitGroups) {
+      for (; k < n; k += groups) {
         const float w = weights[k];
         if (w != 0.f) {
           const float4 v = load_partial(src + k * slot_stride4, read_once);
@@ -200,13 +214,12 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    // Fixed summation order (group 0 + 1 + 2 + 3): the result is deterministic.
-    if (group > 0) partial_acc[group - 1][c] = acc;
+    // Fixed summation order (group 0 + 1 + 2 + ...): the result is deterministic.
+    if (group > 0) partial_acc[(group - 1) * column_threads + c] = acc;
     __syncthreads();
-    if (group == 0 && col < d4) {
-#pragma unroll
-      for (int g = 0; g < kSplitGroups - 1; ++g) {
-        const float4 v = partial_acc[g][c];
+    if (group == 0 && col < col_end) {
+      for (int g = 1; g < groups; ++g) {
+        const float4 v = partial_acc[(g - 1) * column_threads + c];
         acc.x += v.x;
         acc.y += v.y;
         acc.z += v.z;
@@ -216,7 +229,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
+  if (chunk == 0 && threadIdx.x == 0) {
     params.lse[loc.lse_index(params)] = row_lse;
   }
 }
@@ -313,7 +326,7 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   }
   const int64_t rows =
       static_cast<int64_t>(params.batch) * params.seqlen_q * params.num_heads_q;
-  if (rows > INT32_MAX) return cudaErrorInvalidValue;
+  if (rows * kMaxColumnChunks > INT32_MAX) return cudaErrorInvalidValue;
   // 8-byte stores of 4 elements need every row start 4-element aligned.
   const bool vectorised = reinterpret_cast<uintptr_t>(params.out) % 8 == 0 &&
                           params.out_batch_stride % 4 == 0 && params.out_seq_stride % 4 == 0 &&
@@ -322,10 +335,20 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   // Few splits per request on average (batch large against the parts): a warp per row. Many
   // splits (small batch, long sequences): a whole CTA per row for loads in flight.
   const bool warp_per_row = params.num_sm_parts > 0 && params.num_sm_parts <= 2 * params.batch;
+  // CTA per row with fewer rows than SMs (b = 1, h_q = 16: 16 rows, each of up to one split per
+  // SM): cut each row into 2 or 4 column chunks while the CTAs stay at most one per SM. Measured
+  // (A/B, H200): b = 1, s_k = 32768, h_q = 16: 27.4 vs 32.7 us; but with 128 or 256 rows (b = 1
+  // or 2, h_q = 128) four or two chunks were slower (29.6 vs 25.3, 42.7 vs 37.8 us): every chunk
+  // repeats the row's lse round trip and weights, and the GPU was already full.
+  int column_chunks = 1;
+  while (!warp_per_row && column_chunks < kMaxColumnChunks &&
+         rows * column_chunks * 2 <= static_cast<int64_t>(params.num_sms)) {
+    column_chunks *= 2;
+  }
   cudaLaunchConfig_t config = {};
   config.gridDim = warp_per_row
                        ? dim3(static_cast<unsigned>((rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta))
-                       : dim3(static_cast<unsigned>(rows));
+                       : dim3(static_cast<unsigned>(rows * column_chunks));
   config.blockDim = dim3(warp_per_row ? kWarpRowsPerCta * 32 : kThreads);
   config.dynamicSmemBytes = 0;
   config.stream = stream;
@@ -339,8 +362,9 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
                ? cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<true>, params, vectorised)
                : cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<false>, params, vectorised);
   }
-  return params.out_is_fp16 ? cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised)
-                            : cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised);
+  return params.out_is_fp16
+             ? cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised, column_chunks)
+             : cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised, column_chunks);
 }
 
 }  // namespace mla::detail

@@ -31,6 +31,10 @@ struct CombineParams {
   // request (num_sm_parts <= 2 * batch) a warp merges a row; otherwise a CTA of 512 threads.
   // 0 picks the CTA-per-row kernel.
   int num_sm_parts = 0;
+  // Kernel shape only (results identical up to fp32 summation order, and deterministic): the
+  // GPU's SM count. The CTA-per-row kernel cuts the rows of a batch with fewer rows than SMs
+  // into column chunks. 0: one CTA per row.
+  int num_sms = 0;
 };
 
 // One CTA per (request, query token, group of heads); asynchronous on stream. With

@@ -167,12 +167,16 @@ void run_case(std::mt19937_64& rng, const Shape& s, const std::vector<int>& spli
   CUDA_OK(cudaMemcpy(dc.offsets, offsets.data(), offsets.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.o, o.data(), o.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.lse_part, lse_part.data(), lse_part.size() * 4, cudaMemcpyHostToDevice));
-  // Both kernel variants: CTA per row (num_sm_parts = 0) and warp per row (few parts).
-  for (int parts_hint : {0, 1}) {
-    SCOPED_TRACE(parts_hint ? "warp-per-row combine" : "CTA-per-row combine");
+  // All kernel variants: CTA per row (num_sm_parts = 0), warp per row (few parts), and CTA per
+  // row cut into column chunks (fewer rows than an H200's 132 SMs: 2 or 4 chunks by row count).
+  for (int variant : {0, 1, 2}) {
+    SCOPED_TRACE(variant == 1 ? "warp-per-row combine"
+                              : (variant == 2 ? "CTA-per-row combine, column chunks for 132 SMs"
+                                              : "CTA-per-row combine"));
     dc.poison_outputs();
     CombineParams p = dc.params(fp16);
-    p.num_sm_parts = parts_hint;
+    p.num_sm_parts = variant == 1 ? 1 : 0;
+    p.num_sms = variant == 2 ? 132 : 0;
     CUDA_OK(launch_combine(p, nullptr, pdl));
     CUDA_OK(cudaDeviceSynchronize());
     expect_same_as_host(dc, fp16, offsets, o, lse_part);
@@ -199,8 +203,12 @@ TEST(CombineGpu, EqualsHostReference) {
   }
   // b = 128, h = 128, every request in 2 pieces (target C shape).
   run_case(rng, {128, 1, 128, 512, 0}, std::vector<int>(128, 2), false, true, 0.0);
-  // head_dim_v other than 512, odd head stride (scalar-store path).
+  // head_dim_v other than 512, odd head stride (scalar-store path); 15 rows: 4 column chunks of
+  // 5, 5, 5 and 2 float4 columns for 132 SMs.
   run_case(rng, {5, 1, 3, 68, 1}, {2, 3, 1, 0, 7}, true, false, 0.2);
+  // 40 rows (2 column chunks for 132 SMs) and 16 rows (4 chunks, one split per SM).
+  run_case(rng, {1, 1, 40, 512, 0}, {70}, false, true, 0.05);
+  run_case(rng, {1, 1, 16, 512, 0}, {132}, true, true, 0.0);
 }
 
 TEST(CombineGpu, RejectsBadArguments) {

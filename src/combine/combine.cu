@@ -106,11 +106,16 @@ __device__ __forceinline__ RowLocation locate_row(const CombineParams& params, i
 
 // Four CTAs per SM (at most 32 registers): with 512 rows (case F) one wave of 528 CTAs; at 40
 // registers only three fit and F's combine took two waves (docs/PERF.md).
-template <bool kFp16>
+// kColumnChunks (1, 2 or 4) CTAs per row, a compile-time constant so the thread layout below is
+// shifts and masks.
+template <bool kFp16, int kColumnChunks>
 __global__ void __launch_bounds__(kThreads, 4)
-    combine_kernel(CombineParams params, bool vectorised_store, int column_chunks) {
+    combine_kernel(CombineParams params, bool vectorised_store) {
+  constexpr int column_chunks = kColumnChunks;
+  constexpr int column_threads = kColumnThreads / kColumnChunks;
+  constexpr int groups = kThreads / column_threads;
   __shared__ float weights[kMaxSplits];  // first the split lse values, then their weights
-  __shared__ float4 partial_acc[kThreads];  // groups 1.. of a column pass, [group - 1][column]
+  __shared__ float4 partial_acc[groups - 1][column_threads];  // groups 1.. of a column pass
   __shared__ float row_lse;
 
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
@@ -124,8 +129,6 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int cols_per_chunk = (d4 + column_chunks - 1) / column_chunks;
   const int col_begin = chunk * cols_per_chunk;
   const int col_end = min(d4, col_begin + cols_per_chunk);
-  const int column_threads = kColumnThreads / column_chunks;
-  const int groups = kThreads / column_threads;
 
   // split_offsets was written by the scheduler, before the main kernel started, so it may be read
   // before waiting for the main kernel; so may the rows the main kernel never writes.
@@ -215,11 +218,12 @@ __global__ void __launch_bounds__(kThreads, 4)
       }
     }
     // Fixed summation order (group 0 + 1 + 2 + ...): the result is deterministic.
-    if (group > 0) partial_acc[(group - 1) * column_threads + c] = acc;
+    if (group > 0) partial_acc[group - 1][c] = acc;
     __syncthreads();
     if (group == 0 && col < col_end) {
+#pragma unroll
       for (int g = 1; g < groups; ++g) {
-        const float4 v = partial_acc[(g - 1) * column_threads + c];
+        const float4 v = partial_acc[g - 1][c];
         acc.x += v.x;
         acc.y += v.y;
         acc.z += v.z;
@@ -362,9 +366,16 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
                ? cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<true>, params, vectorised)
                : cudaLaunchKernelEx(&config, combine_warp_per_row_kernel<false>, params, vectorised);
   }
-  return params.out_is_fp16
-             ? cudaLaunchKernelEx(&config, combine_kernel<true>, params, vectorised, column_chunks)
-             : cudaLaunchKernelEx(&config, combine_kernel<false>, params, vectorised, column_chunks);
+  auto launch = [&](auto kernel) { return cudaLaunchKernelEx(&config, kernel, params, vectorised); };
+  switch (column_chunks) {
+    case 1:
+      return params.out_is_fp16 ? launch(combine_kernel<true, 1>) : launch(combine_kernel<false, 1>);
+    case 2:
+      return params.out_is_fp16 ? launch(combine_kernel<true, 2>) : launch(combine_kernel<false, 2>);
+    default:
+      return params.out_is_fp16 ? launch(combine_kernel<true, kMaxColumnChunks>)
+                                : launch(combine_kernel<false, kMaxColumnChunks>);
+  }
 }
 
 }  // namespace mla::detail

@@ -5,8 +5,8 @@
 // of them: groups of 128 / chunks threads each own every (4 chunks)-th split, each thread one
 // float4 column with four loads in flight, and the groups' sums are added in a fixed order
 // through shared memory. A large batch (b = 128, h = 128: 16384 rows) fills the GPU many times
-// over with one CTA per row. With fewer rows than SMs (b = 1, h = 16: 16 rows of up to 132
-// splits) one CTA per row would leave most SMs idle; there each row is cut into up to four
+// over with one CTA per row. With at most half as many rows as SMs (b = 1, h = 16: 16 rows of up
+// to 132 splits) one CTA per row would leave most SMs idle; there each row is cut into 2 or 4
 // column chunks, so its splits are requested in fewer rounds. Rows of unsplit requests
 // return at once, and rows of empty requests are written without waiting for the main kernel
 // (it never writes them).
@@ -339,8 +339,9 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   // Few splits per request on average (batch large against the parts): a warp per row. Many
   // splits (small batch, long sequences): a whole CTA per row for loads in flight.
   const bool warp_per_row = params.num_sm_parts > 0 && params.num_sm_parts <= 2 * params.batch;
-  // CTA per row with fewer rows than SMs (b = 1, h_q = 16: 16 rows, each of up to one split per
-  // SM): cut each row into 2 or 4 column chunks while the CTAs stay at most one per SM. Measured
+  // CTA per row with at most half as many rows as SMs (b = 1, h_q = 16: 16 rows, each of up to
+  // one split per SM): cut each row into 2 or 4 column chunks while the CTAs stay at most half
+  // the SMs (2 chunks up to SMs / 2 rows, 4 up to SMs / 4). Measured
   // (A/B, H200): b = 1, s_k = 32768, h_q = 16: 27.4 vs 32.7 us; but with 128 or 256 rows (b = 1
   // or 2, h_q = 128) four or two chunks were slower (29.6 vs 25.3, 42.7 vs 37.8 us): every chunk
   // repeats the row's lse round trip and weights, and the GPU was already full.

@@ -32,8 +32,8 @@ struct CombineParams {
   // 0 picks the CTA-per-row kernel.
   int num_sm_parts = 0;
   // Kernel shape only (results identical up to fp32 summation order, and deterministic): the
-  // GPU's SM count. The CTA-per-row kernel cuts the rows of a batch with fewer rows than SMs
-  // into column chunks. 0: one CTA per row.
+  // GPU's SM count. The CTA-per-row kernel cuts each row into 2 column chunks when there are at
+  // most num_sms / 2 rows, 4 when at most num_sms / 4. 0: one CTA per row.
   int num_sms = 0;
 };
 

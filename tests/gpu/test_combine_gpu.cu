@@ -168,7 +168,7 @@ void run_case(std::mt19937_64& rng, const Shape& s, const std::vector<int>& spli
   CUDA_OK(cudaMemcpy(dc.o, o.data(), o.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.lse_part, lse_part.data(), lse_part.size() * 4, cudaMemcpyHostToDevice));
   // All kernel variants: CTA per row (num_sm_parts = 0), warp per row (few parts), and CTA per
-  // row cut into column chunks (fewer rows than an H200's 132 SMs: 2 or 4 chunks by row count).
+  // row cut into column chunks (for an H200's 132 SMs: 2 chunks up to 66 rows, 4 up to 33).
   for (int variant : {0, 1, 2}) {
     SCOPED_TRACE(variant == 1 ? "warp-per-row combine"
                               : (variant == 2 ? "CTA-per-row combine, column chunks for 132 SMs"

@@ -337,19 +337,11 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
                           params.out_head_stride % 4 == 0;
 
   // Few splits per request on average (batch large against the parts): a warp per row. Many
-  // splits (small batch, long sequences): a whole CTA per row for loads in flight.
-  const bool warp_per_row = params.num_sm_parts > 0 && params.num_sm_parts <= 2 * params.batch;
-  // CTA per row with at most half as many rows as SMs (b = 1, h_q = 16: 16 rows, each of up to
-  // one split per SM): cut each row into 2 or 4 column chunks while the CTAs stay at most half
-  // the SMs (2 chunks up to SMs / 2 rows, 4 up to SMs / 4). Measured
-  // (A/B, H200): b = 1, s_k = 32768, h_q = 16: 27.4 vs 32.7 us; but with 128 or 256 rows (b = 1
-  // or 2, h_q = 128) four or two chunks were slower (29.6 vs 25.3, 42.7 vs 37.8 us): every chunk
-  // repeats the row's lse round trip and weights, and the GPU was already full.
-  int column_chunks = 1;
-  while (!warp_per_row && column_chunks < kMaxColumnChunks &&
-         rows * column_chunks * 2 <= static_cast<int64_t>(params.num_sms)) {
-    column_chunks *= 2;
-  }
+  // splits (small batch, long sequences): a whole CTA per row for loads in flight, cut into
+  // column chunks when the rows are few for the GPU (combine.h).
+  const bool warp_per_row = combine_warp_per_row(params);
+  const int column_chunks = combine_column_chunks(rows, params.num_sms, warp_per_row);
+  if (column_chunks < 1 || column_chunks > kMaxColumnChunks) return cudaErrorInvalidValue;
   cudaLaunchConfig_t config = {};
   config.gridDim = warp_per_row
                        ? dim3(static_cast<unsigned>((rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta))

@@ -235,5 +235,27 @@ TEST(CombineHost, ExtremeLseValues) {
   for (int d = 0; d < d_v; ++d) EXPECT_NEAR(f64[d], w0 * 1 + w2 * 2, 1e-12);
 }
 
+// The launch shape of combine: the kernel per row count and the column-chunk rule (H200: 132 SMs).
+TEST(CombineShape, ColumnChunks) {
+  EXPECT_EQ(combine_column_chunks(16, 132, false), 4);    // b = 1, h_q = 16
+  EXPECT_EQ(combine_column_chunks(33, 132, false), 4);
+  EXPECT_EQ(combine_column_chunks(34, 132, false), 2);
+  EXPECT_EQ(combine_column_chunks(66, 132, false), 2);
+  EXPECT_EQ(combine_column_chunks(67, 132, false), 1);
+  EXPECT_EQ(combine_column_chunks(128, 132, false), 1);   // E: b = 1, h_q = 128
+  EXPECT_EQ(combine_column_chunks(512, 132, false), 1);   // F
+  EXPECT_EQ(combine_column_chunks(1, 132, false), 4);
+  EXPECT_EQ(combine_column_chunks(16, 132, true), 1);     // warp per row: never cut
+  EXPECT_EQ(combine_column_chunks(16, 0, false), 1);      // no SM count known
+  CombineParams p;
+  p.batch = 32;
+  p.num_sm_parts = 132;
+  EXPECT_FALSE(combine_warp_per_row(p));  // F: more parts than 2 x batch
+  p.batch = 128;
+  EXPECT_TRUE(combine_warp_per_row(p));   // A, C, H
+  p.num_sm_parts = 0;
+  EXPECT_FALSE(combine_warp_per_row(p));  // 0: the CTA-per-row kernel
+}
+
 }  // namespace
 }  // namespace mla::detail

@@ -3,7 +3,9 @@
 # both alike. The base tree is a plain export of a commit, made on the build machine:
 #   mkdir -p build-ab/base && git archive <commit> | tar -x -C build-ab/base
 # then, on the GPU machine (with .deps/cutlass present; build-ab/base carried along):
-#   bash scripts/ab_bench.sh [cases...]      (default: C A G D; ROUNDS=2 alternations)
+#   bash scripts/ab_bench.sh [shapes...]     (default: C A G D; ROUNDS=2 alternations)
+# A shape is a default case letter (A..H) or mla-bench shape options in one quoted argument, e.g.
+#   bash scripts/ab_bench.sh F "--batch 1 --seqlen 32768 --heads 16"
 # A third tree in build-ab/alt (same kind of export) is timed too when present. BENCH_ARGS (env)
 # adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16".
 # Prints one line per run and the per-case medians; logs to $OUT.
@@ -30,26 +32,31 @@ sides=(base new)
 if [ -f build-ab/alt/CMakeLists.txt ]; then
   sides+=(alt)
   ( cmake -S build-ab/alt -B build-ab/alt-build $gen "${common[@]}" &&
-    cmake --build build-ab/alt-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_alt.log" 2>&1
+    cmake --build build-ab/alt-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_alt.log" 2>&1 &
 fi
 wait
 for side in "${sides[@]}"; do
   [ -x "build-ab/$side-build/tools/mla-bench/mla-bench" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log"; exit 1; }
 done
 
-for c in "${cases[@]}"; do
+# Shape k is logged as "s<k>"; a case letter runs --case, anything else is passed as options.
+: > "$out/ab.txt"
+for k in "${!cases[@]}"; do
+  c="${cases[$k]}"
+  if [[ "$c" =~ ^[A-H]$ ]]; then args=(--case "$c"); label="$c"; else read -ra args <<< "$c"; label=custom; fi
   for r in $(seq "$rounds"); do
     for side in "${sides[@]}"; do
-      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" --case "$c" --iters 40 --no-verify ${BENCH_ARGS:-} 2>/dev/null |
-          awk -v c="$c" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
-      echo "$c $side ${t:-FAIL}" | tee -a "$out/ab.txt"
+      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" "${args[@]}" --iters 40 --no-verify ${BENCH_ARGS:-} 2>/dev/null |
+          awk -v c="$label" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
+      echo "s$k $side ${t:-FAIL}" >> "$out/ab.txt"
+      echo "$c | $side | ${t:-FAIL}"
     done
   done
 done
 echo "--- medians (us)"
-for c in "${cases[@]}"; do
+for k in "${!cases[@]}"; do
   for side in "${sides[@]}"; do
-    printf '%s %-4s %s\n' "$c" "$side" "$(awk -v c="$c" -v s="$side" '$1 == c && $2 == s { print $3 }' "$out/ab.txt" | sort -n |
+    printf '%s | %-4s | %s\n' "${cases[$k]}" "$side" "$(awk -v c="s$k" -v s="$side" '$1 == c && $2 == s { print $3 }' "$out/ab.txt" | sort -n |
       awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
   done
 done

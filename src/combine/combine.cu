@@ -26,7 +26,6 @@ namespace {
 constexpr int kColumnThreads = 128;  // one float4 column of d_v = 512 each (one column chunk)
 constexpr int kSplitGroups = 4;      // groups that walk disjoint subsets of the splits (ditto)
 constexpr int kThreads = kColumnThreads * kSplitGroups;
-constexpr int kMaxColumnChunks = 4;
 constexpr int kWarpRowsPerCta = 4;      // warp-per-row variant
 constexpr int kWarpColumnsPerLane = 4;  // float4 columns per lane and pass: 4 x 32 x 4 = 512
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -330,7 +329,7 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   }
   const int64_t rows =
       static_cast<int64_t>(params.batch) * params.seqlen_q * params.num_heads_q;
-  if (rows * kMaxColumnChunks > INT32_MAX) return cudaErrorInvalidValue;
+  if (rows * kCombineMaxColumnChunks > INT32_MAX) return cudaErrorInvalidValue;
   // 8-byte stores of 4 elements need every row start 4-element aligned.
   const bool vectorised = reinterpret_cast<uintptr_t>(params.out) % 8 == 0 &&
                           params.out_batch_stride % 4 == 0 && params.out_seq_stride % 4 == 0 &&
@@ -341,7 +340,6 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
   // column chunks when the rows are few for the GPU (combine.h).
   const bool warp_per_row = combine_warp_per_row(params);
   const int column_chunks = combine_column_chunks(rows, params.num_sms, warp_per_row);
-  if (column_chunks < 1 || column_chunks > kMaxColumnChunks) return cudaErrorInvalidValue;
   cudaLaunchConfig_t config = {};
   config.gridDim = warp_per_row
                        ? dim3(static_cast<unsigned>((rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta))
@@ -366,8 +364,8 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
     case 2:
       return params.out_is_fp16 ? launch(combine_kernel<true, 2>) : launch(combine_kernel<false, 2>);
     default:
-      return params.out_is_fp16 ? launch(combine_kernel<true, kMaxColumnChunks>)
-                                : launch(combine_kernel<false, kMaxColumnChunks>);
+      return params.out_is_fp16 ? launch(combine_kernel<true, kCombineMaxColumnChunks>)
+                                : launch(combine_kernel<false, kCombineMaxColumnChunks>);
   }
 }
 

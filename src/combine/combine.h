@@ -50,10 +50,10 @@ inline bool combine_warp_per_row(const CombineParams& params) {
 // (b = 1 or 2, h_q = 128) chunks were slower (29.6 vs 25.3, 42.7 vs 37.8 us): every chunk repeats
 // the row's lse round trip and weights, and the GPU was already full. 1 for the warp-per-row
 // kernel and for num_sms <= 0.
+inline constexpr int kCombineMaxColumnChunks = 4;
 inline int combine_column_chunks(int64_t rows, int num_sms, bool warp_per_row) {
-  constexpr int kMaxChunks = 4;
   int chunks = 1;
-  while (!warp_per_row && chunks < kMaxChunks && rows * chunks * 2 <= static_cast<int64_t>(num_sms)) {
+  while (!warp_per_row && chunks < kCombineMaxColumnChunks && rows * chunks * 2 <= static_cast<int64_t>(num_sms)) {
     chunks *= 2;
   }
   return chunks;

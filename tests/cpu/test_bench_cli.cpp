@@ -28,6 +28,7 @@ TEST(BenchCli, DefaultsRunAllDefaultCases) {
   EXPECT_EQ(r.options.dtype, BenchDType::kBF16);
   EXPECT_FALSE(r.options.causal);
   EXPECT_TRUE(r.options.json_path.empty());
+  EXPECT_EQ(r.options.flush, mla_bench::FlushMode::kMemset);
 }
 
 TEST(BenchCli, ShapeOptionsMakeOneCustomCase) {
@@ -66,6 +67,19 @@ TEST(BenchCli, NonShapeOptionsKeepDefaultCases) {
   EXPECT_TRUE(r.options.causal);
 }
 
+TEST(BenchCli, FlushModes) {
+  using mla_bench::FlushMode;
+  const std::pair<const char*, FlushMode> modes[] = {
+      {"memset", FlushMode::kMemset}, {"read", FlushMode::kRead}, {"none", FlushMode::kNone}};
+  for (const auto& [name, mode] : modes) {
+    const auto r = parse_options(std::vector<std::string>{"--flush", name});
+    ASSERT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.options.flush, mode);
+    EXPECT_FALSE(r.options.custom);
+    EXPECT_STREQ(mla_bench::flush_mode_name(mode), name);
+  }
+}
+
 TEST(BenchCli, HelpIsRecognised) {
   EXPECT_TRUE(parse_options(std::vector<std::string>{"--help"}).options.help);
   EXPECT_NE(std::string(mla_bench::usage_text()).find("--dtype"), std::string::npos);
@@ -89,6 +103,8 @@ TEST(BenchCli, BadOptionsNameTheOptionAndAllowedValues) {
       {{"--iters", "0"}, {"--iters"}},
       {{"--dtype", "int4"}, {"--dtype", "bf16", "fp16", "'int4'"}},
       {{"--dtype"}, {"--dtype", "bf16"}},
+      {{"--flush", "clean"}, {"--flush", "memset", "read", "none", "'clean'"}},
+      {{"--flush"}, {"--flush", "memset"}},
       {{"--case", "Z"}, {"--case", "A, B"}},
       {{"--case", "C", "--batch", "2"}, {"--case"}},
       {{"--heads", "12", "--kv-heads", "5"}, {"--kv-heads", "divide"}},

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 
+#include "options.h"
+
 namespace mla_bench {
 
 struct CopyCeiling {
@@ -31,6 +33,7 @@ GemmCeiling measure_gemm_ceiling(int n, int reps);
 
 // The floor of a decode step under mla-bench's method: a graph of two empty kernels (num_sms
 // CTAs, then a programmatically dependent one), replayed after an L2 flush of `flush`.
-LaunchFloor measure_launch_floor(int num_sms, void* flush, size_t flush_bytes, int reps);
+LaunchFloor measure_launch_floor(int num_sms, FlushMode flush_mode, void* flush, size_t flush_bytes,
+                                 int reps);
 
 }  // namespace mla_bench

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpu_util.h"
+#include "l2_flush.h"
 
 namespace mla_bench {
 namespace {
@@ -18,7 +19,8 @@ __global__ void empty_dependent_kernel() { asm volatile("griddepcontrol.wait;" :
 
 }  // namespace
 
-LaunchFloor measure_launch_floor(int num_sms, void* flush, size_t flush_bytes, int reps) {
+LaunchFloor measure_launch_floor(int num_sms, FlushMode flush_mode, void* flush, size_t flush_bytes,
+                                 int reps) {
   cudaStream_t stream = nullptr;
   MLA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph = nullptr;
@@ -60,7 +62,7 @@ LaunchFloor measure_launch_floor(int num_sms, void* flush, size_t flush_bytes, i
 
   std::vector<double> us;
   for (int k = 0; k < reps + 3; ++k) {
-    MLA_BENCH_CUDA(cudaMemsetAsync(flush, k & 0xff, flush_bytes, stream));
+    flush_l2(flush_mode, flush, flush_bytes, 0, stream);
     MLA_BENCH_CUDA(cudaEventRecord(start, stream));
     MLA_BENCH_CUDA(cudaGraphLaunch(exec, stream));
     MLA_BENCH_CUDA(cudaEventRecord(stop, stream));

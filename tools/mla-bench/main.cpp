@@ -19,6 +19,7 @@
 #include "cases.h"
 #include "ceilings.h"
 #include "gpu_util.h"
+#include "l2_flush.h"
 #include "mla/decode.h"
 #include "options.h"
 #include "reference/gpu_reference.h"
@@ -144,7 +145,7 @@ void poison_outputs(const CaseBuffers& buf, cudaStream_t stream) {
   MLA_BENCH_CUDA(cudaMemsetAsync(buf.lse.get(), 0xFF, buf.lse.bytes(), stream));
 }
 
-void run_case(const Options& opt, const GpuInfo& gpu, const DeviceBuffer& flush,
+void run_case(const Options& opt, const GpuInfo& gpu, const DeviceBuffer& flush_buffer,
               cudaStream_t stream, uint64_t data_seed, const std::string& tag, Progress& progress,
               CaseResult& res) {
   const CaseSpec& c = res.spec;
@@ -275,11 +276,9 @@ void run_case(const Options& opt, const GpuInfo& gpu, const DeviceBuffer& flush,
 
   progress.show(tag + ": timing " + std::to_string(opt.iters) + " graph replays");
   poison_outputs(buf, stream);
-  auto flush_l2 = [&] {
-    MLA_BENCH_CUDA(cudaMemsetAsync(flush.get(), 0, flush.bytes(), stream));
-  };
+  auto flush = [&] { flush_l2(opt.flush, flush_buffer.get(), flush_buffer.bytes(), 0, stream); };
   for (int k = 0; k < kWarmupReplays; ++k) {
-    flush_l2();
+    flush();
     MLA_BENCH_CUDA(cudaGraphLaunch(exec, stream));
   }
   // All replays are queued before waiting, so the GPU never idles between a start event and its
@@ -298,7 +297,7 @@ void run_case(const Options& opt, const GpuInfo& gpu, const DeviceBuffer& flush,
     MLA_BENCH_CUDA(cudaEventCreate(&stops[k]));
   }
   for (int k = 0; k < opt.iters; ++k) {
-    flush_l2();
+    flush();
     MLA_BENCH_CUDA(cudaEventRecord(starts[k], stream));
     MLA_BENCH_CUDA(cudaGraphLaunch(exec, stream));
     MLA_BENCH_CUDA(cudaEventRecord(stops[k], stream));
@@ -406,7 +405,8 @@ bool write_json(const std::string& path, const std::string& command, const Optio
     << gpu.driver_version << "},\n";
   j << "  \"settings\": {\"dtype\": \"" << bench_dtype_name(opt.dtype) << "\", \"causal\": "
     << (opt.causal ? "true" : "false") << ", \"iters\": " << opt.iters
-    << ", \"verify\": " << (opt.verify ? "true" : "false") << ", \"page_size\": "
+    << ", \"verify\": " << (opt.verify ? "true" : "false") << ", \"l2_flush\": \""
+    << flush_mode_name(opt.flush) << "\", \"page_size\": "
     << kBenchPageSize << ", \"data_seed\": " << data_seed << "},\n";
   j << "  \"ceilings\": {\"copy_gb_per_s\": " << (copy ? json_num(copy->gb_per_s) : "null")
     << ", \"copy_bytes\": " << (copy ? std::to_string(copy->bytes) : "null")
@@ -491,9 +491,9 @@ int run(int argc, char** argv) {
               gpu.name.c_str(), gpu.sm_count, gpu.l2_bytes / 1048576.0, gpu.runtime_version,
               gpu.driver_version);
   std::printf("dtype %s, causal %s, h_kv as listed, page size %d, random page order, %d graph "
-              "replays (L2 flushed), median; data seed %llu\n",
+              "replays (L2 flush: %s), median; data seed %llu\n",
               bench_dtype_name(opt.dtype), opt.causal ? "yes" : "no", kBenchPageSize, opt.iters,
-              static_cast<unsigned long long>(data_seed));
+              flush_mode_name(opt.flush), static_cast<unsigned long long>(data_seed));
 
   Progress progress;
   std::optional<CopyCeiling> copy;
@@ -527,6 +527,7 @@ int run(int argc, char** argv) {
   try {
     MLA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     flush.emplace(std::max<size_t>(2 * gpu.l2_bytes, size_t{64} << 20), "L2 flush buffer");
+    MLA_BENCH_CUDA(cudaMemset(flush->get(), 0, flush->bytes()));  // the read flush needs zeros
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mla-bench: setup failed: %s\n", e.what());
     return kExitFailed;
@@ -535,7 +536,8 @@ int run(int argc, char** argv) {
   std::optional<LaunchFloor> floor;
   try {
     progress.show("mla-bench: measuring launch floor");
-    floor = measure_launch_floor(gpu.sm_count, flush->get(), flush->bytes(), kLaunchFloorReps);
+    floor = measure_launch_floor(gpu.sm_count, opt.flush, flush->get(), flush->bytes(),
+                                 kLaunchFloorReps);
   } catch (const std::exception& e) {
     progress.clear();
     std::fprintf(stderr, "mla-bench: launch floor failed: %s\n", e.what());

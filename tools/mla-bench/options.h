@@ -14,6 +14,17 @@ enum class BenchDType { kBF16, kFP16 };
 
 inline const char* bench_dtype_name(BenchDType d) { return d == BenchDType::kBF16 ? "bf16" : "fp16"; }
 
+// How L2 is emptied before each timed replay (l2_flush.cu).
+enum class FlushMode {
+  kMemset,  // default, DESIGN.md's method: a memset of twice the L2 size; L2 is left dirty
+  kRead,    // a kernel reads the buffer: the step's data leaves L2 and nothing is left dirty
+  kNone,    // no flush: the step's inputs may still be in L2
+};
+
+inline const char* flush_mode_name(FlushMode m) {
+  return m == FlushMode::kMemset ? "memset" : (m == FlushMode::kRead ? "read" : "none");
+}
+
 struct Options {
   // Shape of the custom case (used only when `custom` is true).
   int batch = 128;
@@ -31,6 +42,7 @@ struct Options {
   bool verify = true;
   std::string json_path;  // empty: no JSON file
   char only_case = 0;     // 'A'..'H': run this default case only; 0: all
+  FlushMode flush = FlushMode::kMemset;  // how L2 is emptied between replays (l2_flush.h)
   bool help = false;
 };
 
@@ -69,6 +81,9 @@ inline const char* usage_text() {
       "  --iters N       timed graph replays per case, median reported (default 50)\n"
       "  --no-verify     skip the comparison against the GPU reference\n"
       "  --json FILE     also write the results (ceilings, GPU, every case) as JSON to FILE\n"
+      "  --flush MODE    how L2 is emptied before each replay: memset (default, the method of\n"
+      "                  record), read (a read-only sweep: nothing left dirty) or none;\n"
+      "                  the last two are diagnostics of what the flush itself costs\n"
       "  --help          this text\n"
       "\n"
       "Verification: relative Frobenius error of out <= 3e-3 (bf16; 1e-3 fp16), |lse - ref| <=\n"
@@ -187,6 +202,18 @@ inline ParseResult parse_options(const std::vector<std::string>& args) {
       std::string v;
       if (!take_value(&v) || v.empty()) return fail("--json needs a file name");
       o.json_path = v;
+    } else if (arg == "--flush") {
+      std::string v;
+      if (!take_value(&v)) return fail("--flush needs a value: memset, read or none");
+      if (v == "memset") {
+        o.flush = FlushMode::kMemset;
+      } else if (v == "read") {
+        o.flush = FlushMode::kRead;
+      } else if (v == "none") {
+        o.flush = FlushMode::kNone;
+      } else {
+        return fail("--flush must be memset, read or none (got '" + v + "')");
+      }
     } else if (arg == "--case") {
       std::string v;
       if (!take_value(&v)) return fail("--case needs a value: one of A, B, C, D, E, F, G, H");
@@ -196,7 +223,7 @@ inline ParseResult parse_options(const std::vector<std::string>& args) {
     } else {
       return fail("unknown option '" + args[k] +
                   "'; options: --batch --seqlen --heads --kv-heads --mtp --varlen --causal "
-                  "--dtype --iters --no-verify --json --case --help");
+                  "--dtype --iters --no-verify --json --flush --case --help");
     }
   }
 

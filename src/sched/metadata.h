@@ -33,7 +33,9 @@ struct alignas(32) PartMetadata {
   int32_t begin_slot;   // partial slot of the split of begin_req; later requests of the part
                         // use split_offsets[req] (their first split)
   int32_t num_blocks;   // total blocks of this part (0: empty part, the kernel returns early)
-  int32_t reserved[2];
+  int32_t batch_has_split;  // 1 when some request of the batch is cut into >= 2 pieces (the step
+                            // writes partials for combine), else 0; the same in every record
+  int32_t reserved;
 };
 static_assert(sizeof(PartMetadata) == 32, "PartMetadata is read as two 16-byte vectors");
 

@@ -11,7 +11,8 @@
 //      part records in shared memory. This is the only sequential part: O(parts * log32(batch)).
 //   3. all threads: splits per request (binary search over the part records), exclusive scan
 //      into split_offsets.
-//   4. all threads: PartMetadata of every part, written as two 16-byte stores.
+//   4. all threads: PartMetadata of every part, written as two 16-byte stores; batch_has_split
+//      comes from one CTA-wide vote (a request is cut iff some part starts inside it).
 #include <climits>
 #include <cstdint>
 
@@ -164,7 +165,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) split_offsets[batch] = saturate_i32(carry);
   __syncthreads();
 
-  // Phase 4: two 16-byte stores per record.
+  // Phase 4: two 16-byte stores per record (parts <= kMaxScheduleParts < threads: one vote).
+  static_assert(kMaxScheduleParts <= kThreads, "one thread per part record in the vote");
+  const int any_split = __syncthreads_or(tid < num_nonempty && sh.rec[tid].begin_block > 0);
   for (int p = tid; p < num_sm_parts; p += kThreads) {
     const PartMetadata m =
         p < num_nonempty
@@ -174,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             : empty_part_metadata();
     int4* dst = reinterpret_cast<int4*>(parts + p);
     dst[0] = make_int4(m.begin_req, m.begin_block, m.end_req, m.end_block);
-    dst[1] = make_int4(m.begin_slot, m.num_blocks, 0, 0);
+    dst[1] = make_int4(m.begin_slot, m.num_blocks, any_split ? 1 : 0, 0);
   }
 }
 

@@ -70,12 +70,15 @@ void schedule_host(const int32_t* cache_seqlens, int batch, int num_sm_parts,
   }
   split_offsets[batch] = saturate_i32(running);
 
-  // Phase 4: the PartMetadata records.
+  // Phase 4: the PartMetadata records. A request is cut iff some part starts inside it.
+  const bool any_split = std::any_of(rec.begin(), rec.begin() + num_nonempty,
+                                     [](const PartRecord& r) { return r.begin_block > 0; });
   for (int p = 0; p < num_sm_parts; ++p) {
     parts[p] = p < num_nonempty
                    ? part_metadata(rec[p], split_offsets,
                                    schedule_blocks_of(cache_seqlens[rec[p].begin_req]), o)
                    : empty_part_metadata();
+    parts[p].batch_has_split = any_split ? 1 : 0;
   }
 }
 

@@ -28,7 +28,7 @@ Schedule run_host(const std::vector<int32_t>& lens, int num_parts, const Schedul
   // Poison: every field must be written.
   s.parts.assign(num_parts, PartMetadata{.begin_req = -7, .begin_block = -7, .end_req = -7,
                                          .end_block = -7, .begin_slot = -7, .num_blocks = -7,
-                                         .reserved = {-7, -7}});
+                                         .batch_has_split = -7, .reserved = -7});
   s.split_offsets.assign(lens.size() + 1, -7);
   schedule_host(lens.data(), static_cast<int>(lens.size()), num_parts, t, s.parts.data(),
                 s.split_offsets.data());
@@ -59,7 +59,10 @@ int64_t total_cost(const std::vector<int32_t>& lens, const ScheduleTuning& t) {
   for (int p = 0; p < num_parts; ++p) {
     const PartMetadata& m = s.parts[p];
     const std::string at = " at part " + std::to_string(p);
-    if (m.reserved[0] != 0 || m.reserved[1] != 0) return ::testing::AssertionFailure() << "reserved" << at;
+    if (m.reserved != 0) return ::testing::AssertionFailure() << "reserved" << at;
+    if (m.batch_has_split != s.parts[0].batch_has_split) {
+      return ::testing::AssertionFailure() << "batch_has_split differs from part 0's" << at;
+    }
     if (m.num_blocks == 0) {
       if (m.begin_req != 0 || m.begin_block != 0 || m.end_req != -1 || m.end_block != 0 ||
           m.begin_slot != 0) {
@@ -127,6 +130,13 @@ int64_t total_cost(const std::vector<int32_t>& lens, const ScheduleTuning& t) {
   }
   if (so[batch] > batch + num_parts - 1) {
     return ::testing::AssertionFailure() << "total splits " << so[batch] << " > b + parts - 1";
+  }
+  bool any_split = false;
+  for (const auto& v : pieces) any_split = any_split || v.size() >= 2;
+  if (s.parts[0].batch_has_split != (any_split ? 1 : 0)) {
+    return ::testing::AssertionFailure() << "batch_has_split " << s.parts[0].batch_has_split
+                                         << " but a request with >= 2 pieces "
+                                         << (any_split ? "exists" : "does not exist");
   }
   return ::testing::AssertionSuccess();
 }
@@ -238,18 +248,22 @@ TEST(SchedHost, TargetCases) {
     EXPECT_EQ(s.split_offsets[1], 64);
     for (int p = 0; p < 64; ++p) EXPECT_EQ(s.parts[p].num_blocks, 8) << p;
     EXPECT_EQ(s.parts[64].num_blocks, 0);
+    EXPECT_EQ(s.parts[0].batch_has_split, 1);
+    EXPECT_EQ(s.parts[65].batch_has_split, 1);  // empty parts carry it too
   }
   {  // A: 128 equal requests over 132 parts: greedy keeps every request whole (no combine).
     const std::vector<int32_t> lens(128, 8192);
     const Schedule s = run_host(lens, 132, t);
     ASSERT_TRUE(verify(lens, 132, t, s));
     for (int i = 0; i < 128; ++i) EXPECT_EQ(s.split_offsets[i + 1] - s.split_offsets[i], 1);
+    for (int p = 0; p < 132; ++p) EXPECT_EQ(s.parts[p].batch_has_split, 0) << p;
   }
   {  // F: 32 x 16 blocks over 132 parts: pieces of 6, 6, 4.
     const std::vector<int32_t> lens(32, 1024);
     const Schedule s = run_host(lens, 132, t);
     ASSERT_TRUE(verify(lens, 132, t, s));
     for (int i = 0; i < 32; ++i) EXPECT_EQ(s.split_offsets[i + 1] - s.split_offsets[i], 3);
+    EXPECT_EQ(s.parts[0].batch_has_split, 1);
   }
   {  // Small work: 16 blocks -> 4 parts of 4 blocks, the rest empty.
     const Schedule s = run_host({1024}, 66, t);
@@ -262,6 +276,7 @@ TEST(SchedHost, TargetCases) {
     const Schedule s = run_host(lens, 132, t);
     ASSERT_TRUE(verify(lens, 132, t, s));
     EXPECT_EQ(s.split_offsets[50], 0);
+    EXPECT_EQ(s.parts[0].batch_has_split, 0);
   }
   {  // One part takes everything, empty requests in the middle and at both ends.
     const std::vector<int32_t> lens{0, 5, 0, 0, 700, 1, 0};
@@ -379,6 +394,12 @@ TEST(SchedHost, VerifierCatchesCorruptedSchedules) {
   Schedule bad = good;
   bad.split_offsets[3] += 1;
   EXPECT_FALSE(verify(lens, 16, t, bad));
+  ASSERT_EQ(good.parts[0].batch_has_split, 1);
+  for (int p : {0, 1, 15}) {  // the flag wrong in one record (non-empty or empty)
+    Schedule flag = good;
+    flag.parts[p].batch_has_split = 0;
+    EXPECT_FALSE(verify(lens, 16, t, flag)) << "part " << p;
+  }
 }
 
 TEST(SchedHost, RejectsBadArgumentsWithoutWriting) {

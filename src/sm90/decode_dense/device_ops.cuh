@@ -94,8 +94,23 @@ __device__ __forceinline__ void named_barrier_sync(NamedBarrier id, int threads)
   asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
 }
 
-// L2 policy for KV: read exactly once per decode step, so it should not evict anything else.
+// L2 policy for KV and Q, which a decode step reads exactly once.
+//  - evict_first (the encoding of CUTLASS's CacheHintSm90::EVICT_FIRST) when the step needs L2
+//    room of its own: split requests, whose fp32 partials combine reads back, or several m-blocks
+//    per kv head, whose CTAs read the same pages and count on L2 for the second read.
+//  - evict_unchanged otherwise (a pure stream): the lines already in L2 stay where they are,
+//    dirty ones included, so the step does not write back what earlier kernels left in L2 while
+//    it is bound by DRAM. tools/probe/l2_dirty_probe.cu: 1.2 GB read once after a memset of
+//    2 x L2 takes 302 us with evict_first, 289 us with evict_unchanged, 279 us from a clean L2,
+//    where the two tie. But with evict_unchanged the step's own L2 room shrinks to what the
+//    earlier data leaves: cases G and H (partials) and E lost 2-14 us with it, hence the rule.
 inline constexpr uint64_t kL2EvictFirst = 0x12F0000000000000ull;
+__device__ __forceinline__ uint64_t read_once_l2_policy(const mla::detail::PartMetadata& part) {
+  if (gridDim.x != 1 || part.batch_has_split != 0) return kL2EvictFirst;
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
 
 // L2 policy for decode_dense's fp32 partials of split requests: written once, read once by
 // combine right after the kernel (which reads them with an evict-first policy, demoting them
@@ -115,13 +130,14 @@ __device__ __forceinline__ uint64_t l2_partial_policy(bool keep_in_l2) {
   return policy;
 }
 
+// policy: an L2 cache policy (read_once_l2_policy).
 __device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, uint64_t* bar, void* dst,
-                                            int c0, int c1, int c2, int c3) {
+                                            int c0, int c1, int c2, int c3, uint64_t policy) {
   asm volatile(
       "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
       ".L2::cache_hint [%0], [%1, {%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2),
-      "r"(c3), "l"(kL2EvictFirst)
+      "r"(c3), "l"(policy)
       : "memory");
 }
 

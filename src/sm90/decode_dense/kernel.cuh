@@ -19,8 +19,9 @@
 // is the register A operand (wgmma RS); the other warpgroup's P comes through shared memory. The
 // running maxima go through shared-memory mailboxes, published at named barriers (config.h).
 //
-// Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle,
-// EVICT_FIRST), each completing its own mbarrier so that S = Q K^T starts on the first tile.
+// Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle, L2
+// policy from read_once_l2_policy), each completing its own mbarrier so that S = Q K^T starts on
+// the first tile.
 // The next pair's blocks are requested in two halves, each by the warpgroup that reads it last,
 // as soon as its last wgmma on it completed:
 //   buffer 0, tiles 0..3 (V_A,L): WG0 after P_A V_A,L      tiles 4..8: WG1 after P_A V_A,R
@@ -75,14 +76,15 @@ struct SharedStorage {
 template <typename Element>
 __device__ __forceinline__ void issue_q_load(const Params& params, const CUtensorMap& q_map,
                                              SharedStorage<Element>& smem, int m_block,
-                                             int kv_head, int req) {
+                                             int kv_head, int req, uint64_t l2_policy) {
   const int first_row = m_block * kBlockM;
   const int first_head = kv_head * params.heads_per_kv + first_row % params.heads_per_kv;
   const int first_s = first_row / params.heads_per_kv;
   mbarrier_arrive_expect_tx(&smem.q_full, kNumTilesQK * kTileBytes);
 #pragma unroll
   for (int t = 0; t < kNumTilesQK; ++t) {
-    tma_load_4d(&q_map, &smem.q_full, smem.q[t], t * kTileDim, first_head, first_s, req);
+    tma_load_4d(&q_map, &smem.q_full, smem.q[t], t * kTileDim, first_head, first_s, req,
+                l2_policy);
   }
 }
 
@@ -90,13 +92,14 @@ __device__ __forceinline__ void issue_q_load(const Params& params, const CUtenso
 template <int kHalf, typename Element>
 __device__ __forceinline__ void issue_k_half(const CUtensorMap& kv_map,
                                              SharedStorage<Element>& smem, int buf, int kv_head,
-                                             int page) {
+                                             int page, uint64_t l2_policy) {
   constexpr int kFirst = kHalf == 0 ? 0 : kTilesLeft;
   constexpr int kCount = kHalf == 0 ? kTilesLeft : kTilesRight;
 #pragma unroll
   for (int t = kFirst; t < kFirst + kCount; ++t) {
     mbarrier_arrive_expect_tx(&smem.k_full[buf][t], kTileBytes);
-    tma_load_4d(&kv_map, &smem.k_full[buf][t], smem.k[buf][t], t * kTileDim, 0, kv_head, page);
+    tma_load_4d(&kv_map, &smem.k_full[buf][t], smem.k[buf][t], t * kTileDim, 0, kv_head, page,
+                l2_policy);
   }
 }
 
@@ -113,12 +116,13 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
   const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
   const int page_a = pages[r.first_block];
   const int page_b = r.first_block + 1 < r.end_block ? pages[r.first_block + 1] : -1;
-  if (params.q_tma) issue_q_load(params, q_map, smem, m_block, kv_head, req);
-  issue_k_half<0>(kv_map, smem, 0, kv_head, page_a);
-  issue_k_half<1>(kv_map, smem, 0, kv_head, page_a);
+  const uint64_t l2_policy = read_once_l2_policy(part);
+  if (params.q_tma) issue_q_load(params, q_map, smem, m_block, kv_head, req, l2_policy);
+  issue_k_half<0>(kv_map, smem, 0, kv_head, page_a, l2_policy);
+  issue_k_half<1>(kv_map, smem, 0, kv_head, page_a, l2_policy);
   if (page_b >= 0) {
-    issue_k_half<1>(kv_map, smem, 1, kv_head, page_b);
-    issue_k_half<0>(kv_map, smem, 1, kv_head, page_b);
+    issue_k_half<1>(kv_map, smem, 1, kv_head, page_b, l2_policy);
+    issue_k_half<0>(kv_map, smem, 1, kv_head, page_b, l2_policy);
   }
 }
 
@@ -379,6 +383,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   const int first_row = m_block * kBlockM;
   const int other = warpgroup ^ 1;
   const bool issuer = wg_thread == 0;  // this warpgroup's TMA-issuing thread
+  const uint64_t kv_policy = read_once_l2_policy(part);
 
   float o[kHalfV / 2];        // 64 x 256 fp32 output slice of this warpgroup: 128 per thread
   float s[kBlockN / 2];       // scores, then P, of this warpgroup's block of the pair
@@ -499,7 +504,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         // ---- O_L = alpha O_L + P_A V_A,L ----
         own_block_pv<Ops>(p_frag, v_base[0], o, smem.k[0], 0, seqlen - a * kBlockN, wg_thread);
         trace(kEvA_PvAL);
-        if (issuer && next_a) issue_k_half<0>(kv_map, smem, 0, kv_head, next_page_a);
+        if (issuer && next_a) issue_k_half<0>(kv_map, smem, 0, kv_head, next_page_a, kv_policy);
 
         if (has_b) {
           // ---- m'' and P_B from WG1: O_L = beta O_L + P_B V_B,L ----
@@ -533,7 +538,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
             // H200: C, B and H 1-5% shorter, the others unchanged; docs/PERF.md).
             cute::warpgroup_wait<0>();
             trace(kEvA_PvBLDone);
-            if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b);
+            if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b, kv_policy);
           }
           issue_qk<Ops, 0, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
         }
@@ -591,17 +596,17 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           cute::warpgroup_wait<0>();  // P_A V_A,R done: buffer 0's right half (and P_A) is free
           fence_accumulator(o);
           trace(kEvB_PvARDone);
-          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
+          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a, kv_policy);
 
           // ---- O_R = beta O_R + P_B V_B,R; then buffer 1's right half is free ----
           scale_rows(o, beta);
           own_block_pv<Ops>(p_frag, v_base[1], o, smem.k[1], 1, seqlen - b * kBlockN, wg_thread);
           trace(kEvB_PvBR);
-          if (issuer && next_b) issue_k_half<1>(kv_map, smem, 1, kv_head, next_page_b);
+          if (issuer && next_b) issue_k_half<1>(kv_map, smem, 1, kv_head, next_page_b, kv_policy);
         } else {
           cute::warpgroup_wait<0>();
           fence_accumulator(o);
-          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a);
+          if (issuer && next_a) issue_k_half<1>(kv_map, smem, 0, kv_head, next_page_a, kv_policy);
         }
         k_phase[0] ^= 1;
         if (has_b) k_phase[1] ^= 1;

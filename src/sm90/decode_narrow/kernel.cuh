@@ -19,8 +19,8 @@
 // warp whose lane 0 walks the same blocks and issues the TMA. KV tiles (64 tokens x 64 dims,
 // 8 KiB) go through a ring of kRingTiles slots, each with a full barrier (TMA bytes landed) and
 // an empty barrier (one arrival per consumer warp once its wgmmas no longer read the slot). A
-// block's rope tile is released right after S^T, its eight V tiles after O^T, so at least 14
-// tiles are always in flight. Q of the next request is loaded into the other of two Q slots.
+// block's rope tile is released right after S^T, its eight V tiles after O^T, so at least
+// kRingTiles - 9 tiles are always in flight. Q of the next request is loaded into the other of two Q slots.
 //
 // Softmax over a block's 64 tokens is a reduction over the accumulator's M, i.e. across lanes
 // (three shuffles) and across the four warps (shared memory and one named barrier per block).
@@ -67,6 +67,7 @@ using decode_dense::request_range;
 using decode_dense::RequestRange;
 using decode_dense::smem_addr;
 using decode_dense::swizzled_offset;
+using decode_dense::read_once_l2_policy;
 using decode_dense::tma_load_4d;
 using decode_dense::Trace;
 using namespace decode_dense::trace_events;
@@ -75,7 +76,7 @@ static_assert(kRows == 16, "the wgmma shapes below are m64n16k16");
 
 template <typename Element>
 struct SharedStorage {
-  alignas(1024) Element ring[kRingTiles][kBlockN * kTileDim];        // 184 KiB of KV tiles
+  alignas(1024) Element ring[kRingTiles][kBlockN * kTileDim];        // 144 KiB of KV tiles
   alignas(1024) Element q[kNumQSlots][kNumTilesQK][kRows * kTileDim];  // 2 x 18 KiB
   alignas(1024) Element p[kRows * kBlockN];  // P of one block, [row][token], 128-byte swizzle
   float column_max[kConsumerWarps][kRows];   // per-warp maxima of a block's scores per row
@@ -104,6 +105,7 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
   trace(kEvN_ProducerStart);
   int pos = 0;       // ring position of the next KV tile
   int q_count = 0;   // Q loads so far (non-empty requests, see below): Q slot q_count % 2
+  const uint64_t l2_policy = read_once_l2_policy(part);
   auto issue_q = [&](int req) {
     if (!params.q_tma) return;
     const int slot = q_count % kNumQSlots;
@@ -113,7 +115,7 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
 #pragma unroll
     for (int t = 0; t < kNumTilesQK; ++t) {
       tma_load_4d(&q_map, &smem.q_full[slot], smem.q[slot][t], t * kTileDim,
-                  kv_head * params.heads_per_kv, 0, req);
+                  kv_head * params.heads_per_kv, 0, req, l2_policy);
     }
   };
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -146,7 +148,7 @@ __device__ void produce(const Params& params, const mla::detail::PartMetadata& p
         if (pos >= kRingTiles) mbarrier_wait(&smem.tile_empty[slot], ring_phase(pos) ^ 1);
         mbarrier_arrive_expect_tx(&smem.tile_full[slot], kTileBytes);
         tma_load_4d(&kv_map, &smem.tile_full[slot], smem.ring[slot], t * kTileDim, 0, kv_head,
-                    page);
+                    page, l2_policy);
         if (pos == 0) trace(kEvN_ProducerFirstIssue);
       }
       page = next_page;

@@ -2,7 +2,8 @@
 // left behind, and does its L2 eviction policy change that? A 1.2 GB buffer is streamed once per
 // timing (16-byte loads through L2 with a createpolicy cache hint, as decode reads KV once) after
 // each of four flushes of a 2 x L2 buffer: cudaMemsetAsync (mla-bench's method), a kernel of
-// plain stores, a kernel of streaming (.cs) stores, and a read-only sweep (nothing left dirty).
+// plain stores, a kernel of streaming (.cs) stores, and a read-only sweep (nothing left dirty);
+// then, for two policies, the same read with 4 to 12 MiB of loads in flight instead of 16.
 //   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a tools/probe/l2_dirty_probe.cu -o p
 #include <cuda_runtime.h>
 
@@ -18,10 +19,14 @@ const char* const kPolicyNames[] = {"no hint", "evict_first", "evict_normal", "e
 template <int P>
 __device__ __forceinline__ uint64_t make_policy() {
   uint64_t p = 0;
-  if constexpr (P == kEvictFirst) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-  if constexpr (P == kEvictNormal) asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
-  if constexpr (P == kEvictUnchanged) asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;" : "=l"(p));
-  if constexpr (P == kEvictLast) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+  if constexpr (P == kEvictFirst)
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  if constexpr (P == kEvictNormal)
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
+  if constexpr (P == kEvictUnchanged)
+    asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;" : "=l"(p));
+  if constexpr (P == kEvictLast)
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
   return p;
 }
 
@@ -76,8 +81,11 @@ int main() {
   const size_t data_bytes = 1200ull << 20, flush_bytes = 2ull * l2;
   uint4 *data = nullptr, *flush = nullptr;
   unsigned* sink = nullptr;
-  if (cudaMalloc(&data, data_bytes) != cudaSuccess || cudaMalloc(&flush, flush_bytes) != cudaSuccess ||
-      cudaMalloc(&sink, 4) != cudaSuccess) { std::printf("alloc failed\n"); return 1; }
+  if (cudaMalloc(&data, data_bytes) != cudaSuccess ||
+      cudaMalloc(&flush, flush_bytes) != cudaSuccess || cudaMalloc(&sink, 4) != cudaSuccess) {
+    std::printf("alloc failed\n");
+    return 1;
+  }
   cudaMemset(data, 0, data_bytes);
   cudaMemset(flush, 0, flush_bytes);
   const size_t n = data_bytes / 16, fn = flush_bytes / 16;

@@ -20,7 +20,8 @@
 // 8 KiB) go through a ring of kRingTiles slots, each with a full barrier (TMA bytes landed) and
 // an empty barrier (one arrival per consumer warp once its wgmmas no longer read the slot). A
 // block's rope tile is released right after S^T, its eight V tiles after O^T, so at least
-// kRingTiles - 9 tiles are always in flight. Q of the next request is loaded into the other of two Q slots.
+// kRingTiles - 9 tiles are always in flight. Q of the next request is loaded into the other of
+// two Q slots.
 //
 // Softmax over a block's 64 tokens is a reduction over the accumulator's M, i.e. across lanes
 // (three shuffles) and across the four warps (shared memory and one named barrier per block).

@@ -1,6 +1,6 @@
 // Split-KV combine kernel (semantics in combine.h).
 //
-// Grid: column_chunks CTAs of 512 threads per output row (request, query token, head), rows of
+// Grid: 1, 2 or 4 CTAs of 512 threads per output row (request, query token, head), rows of
 // one request adjacent. A row is d_v = 512 floats (128 float4 columns); a CTA takes 128 / chunks
 // of them: groups of 128 / chunks threads each own every (4 chunks)-th split, each thread one
 // float4 column with four loads in flight, and the groups' sums are added in a fixed order
@@ -110,7 +110,6 @@ __device__ __forceinline__ RowLocation locate_row(const CombineParams& params, i
 template <bool kFp16, int kColumnChunks>
 __global__ void __launch_bounds__(kThreads, 4)
     combine_kernel(CombineParams params, bool vectorised_store) {
-  constexpr int column_chunks = kColumnChunks;
   constexpr int column_threads = kColumnThreads / kColumnChunks;
   constexpr int groups = kThreads / column_threads;
   __shared__ float weights[kMaxSplits];  // first the split lse values, then their weights
@@ -118,14 +117,14 @@ __global__ void __launch_bounds__(kThreads, 4)
   __shared__ float row_lse;
 
   const int h_q = params.num_heads_q, s_q = params.seqlen_q;
-  const int chunk = static_cast<int>(blockIdx.x % column_chunks);
-  const RowLocation loc = locate_row(params, blockIdx.x / column_chunks);
+  const int chunk = static_cast<int>(blockIdx.x % kColumnChunks);
+  const RowLocation loc = locate_row(params, blockIdx.x / kColumnChunks);
   const int h = loc.head, s = loc.token, i = loc.request;
   const int64_t out_offset = loc.out_offset;
   const int d4 = params.head_dim_v / 4;
   // This CTA's float4 columns [col_begin, col_end) and its thread layout: column_threads
   // columns at a time, `groups` groups walking the splits.
-  const int cols_per_chunk = (d4 + column_chunks - 1) / column_chunks;
+  const int cols_per_chunk = (d4 + kColumnChunks - 1) / kColumnChunks;
   const int col_begin = chunk * cols_per_chunk;
   const int col_end = min(d4, col_begin + cols_per_chunk);
 

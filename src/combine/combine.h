@@ -53,7 +53,8 @@ inline bool combine_warp_per_row(const CombineParams& params) {
 inline constexpr int kCombineMaxColumnChunks = 4;
 inline int combine_column_chunks(int64_t rows, int num_sms, bool warp_per_row) {
   int chunks = 1;
-  while (!warp_per_row && chunks < kCombineMaxColumnChunks && rows * chunks * 2 <= static_cast<int64_t>(num_sms)) {
+  while (!warp_per_row && chunks < kCombineMaxColumnChunks &&
+         rows * chunks * 2 <= static_cast<int64_t>(num_sms)) {
     chunks *= 2;
   }
   return chunks;

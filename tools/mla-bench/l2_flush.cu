@@ -24,10 +24,10 @@ __global__ void read_flush_kernel(const uint4* __restrict__ data, size_t n, unsi
 
 }  // namespace
 
-void flush_l2(FlushMode mode, void* buffer, size_t bytes, int fill, cudaStream_t stream) {
+void flush_l2(FlushMode mode, void* buffer, size_t bytes, cudaStream_t stream) {
   switch (mode) {
     case FlushMode::kMemset:
-      MLA_BENCH_CUDA(cudaMemsetAsync(buffer, fill, bytes, stream));
+      MLA_BENCH_CUDA(cudaMemsetAsync(buffer, 0, bytes, stream));
       break;
     case FlushMode::kRead: {
       // The buffer's last 16 bytes hold the sink and are not read: it is never written, since

@@ -9,8 +9,8 @@
 
 namespace mla_bench {
 
-// Empties L2 of earlier data as `mode` says, on `stream`. `fill` is the memset byte. The buffer
-// must have been zeroed once before the first kRead flush.
-void flush_l2(FlushMode mode, void* buffer, size_t bytes, int fill, cudaStream_t stream);
+// Empties L2 of earlier data as `mode` says, on `stream`. The buffer must have been zeroed once
+// before the first kRead flush.
+void flush_l2(FlushMode mode, void* buffer, size_t bytes, cudaStream_t stream);
 
 }  // namespace mla_bench

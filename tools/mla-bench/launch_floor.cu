@@ -62,7 +62,7 @@ LaunchFloor measure_launch_floor(int num_sms, FlushMode flush_mode, void* flush,
 
   std::vector<double> us;
   for (int k = 0; k < reps + 3; ++k) {
-    flush_l2(flush_mode, flush, flush_bytes, 0, stream);
+    flush_l2(flush_mode, flush, flush_bytes, stream);
     MLA_BENCH_CUDA(cudaEventRecord(start, stream));
     MLA_BENCH_CUDA(cudaGraphLaunch(exec, stream));
     MLA_BENCH_CUDA(cudaEventRecord(stop, stream));

@@ -276,7 +276,7 @@ void run_case(const Options& opt, const GpuInfo& gpu, const DeviceBuffer& flush_
 
   progress.show(tag + ": timing " + std::to_string(opt.iters) + " graph replays");
   poison_outputs(buf, stream);
-  auto flush = [&] { flush_l2(opt.flush, flush_buffer.get(), flush_buffer.bytes(), 0, stream); };
+  auto flush = [&] { flush_l2(opt.flush, flush_buffer.get(), flush_buffer.bytes(), stream); };
   for (int k = 0; k < kWarmupReplays; ++k) {
     flush();
     MLA_BENCH_CUDA(cudaGraphLaunch(exec, stream));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <charconv>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -109,6 +110,42 @@ inline bool parse_int(std::string_view s, int lo, int hi, int* out) {
   return true;
 }
 
+// One of a fixed set of names, each standing for a value of T.
+template <typename T>
+struct Choice {
+  const char* name;
+  T value;
+};
+
+// "a, b or c" for the usage and error texts.
+template <typename T, size_t N>
+std::string choice_names(const Choice<T> (&choices)[N]) {
+  std::string text;
+  for (size_t k = 0; k < N; ++k) {
+    if (k > 0) text += k + 1 == N ? " or " : ", ";
+    text += choices[k].name;
+  }
+  return text;
+}
+
+// Sets *out to the value named v; returns false if v names none of them.
+template <typename T, size_t N>
+bool parse_choice(const std::string& v, const Choice<T> (&choices)[N], T* out) {
+  for (const Choice<T>& c : choices) {
+    if (v == c.name) {
+      *out = c.value;
+      return true;
+    }
+  }
+  return false;
+}
+
+inline constexpr Choice<BenchDType> kDtypeChoices[] = {{"bf16", BenchDType::kBF16},
+                                                       {"fp16", BenchDType::kFP16}};
+inline constexpr Choice<FlushMode> kFlushChoices[] = {{"memset", FlushMode::kMemset},
+                                                      {"read", FlushMode::kRead},
+                                                      {"none", FlushMode::kNone}};
+
 }  // namespace detail
 
 inline ParseResult parse_options(const std::vector<std::string>& args) {
@@ -188,32 +225,20 @@ inline ParseResult parse_options(const std::vector<std::string>& args) {
       } else {
         o.help = true;
       }
-    } else if (arg == "--dtype") {
+    } else if (arg == "--dtype" || arg == "--flush") {
+      // Options that take one of a few names.
+      const bool dtype = arg == "--dtype";
+      const std::string allowed = dtype ? detail::choice_names(detail::kDtypeChoices)
+                                        : detail::choice_names(detail::kFlushChoices);
       std::string v;
-      if (!take_value(&v)) return fail("--dtype needs a value: bf16 or fp16");
-      if (v == "bf16") {
-        o.dtype = BenchDType::kBF16;
-      } else if (v == "fp16") {
-        o.dtype = BenchDType::kFP16;
-      } else {
-        return fail("--dtype must be bf16 or fp16 (got '" + v + "')");
-      }
+      if (!take_value(&v)) return fail(arg + " needs a value: " + allowed);
+      const bool known = dtype ? detail::parse_choice(v, detail::kDtypeChoices, &o.dtype)
+                               : detail::parse_choice(v, detail::kFlushChoices, &o.flush);
+      if (!known) return fail(arg + " must be " + allowed + " (got '" + v + "')");
     } else if (arg == "--json") {
       std::string v;
       if (!take_value(&v) || v.empty()) return fail("--json needs a file name");
       o.json_path = v;
-    } else if (arg == "--flush") {
-      std::string v;
-      if (!take_value(&v)) return fail("--flush needs a value: memset, read or none");
-      if (v == "memset") {
-        o.flush = FlushMode::kMemset;
-      } else if (v == "read") {
-        o.flush = FlushMode::kRead;
-      } else if (v == "none") {
-        o.flush = FlushMode::kNone;
-      } else {
-        return fail("--flush must be memset, read or none (got '" + v + "')");
-      }
     } else if (arg == "--case") {
       std::string v;
       if (!take_value(&v)) return fail("--case needs a value: one of A, B, C, D, E, F, G, H");

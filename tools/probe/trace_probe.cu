@@ -93,7 +93,7 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
   if (!problem.alloc(&flush, 256 << 20)) return 1;
 
   const int ctas = plan.num_m_blocks * problem.args.num_heads_kv * plan.num_sm_parts;
-  const size_t trace_elems = size_t(ctas) * 8 * dd::kTraceEvents;
+  const size_t trace_elems = size_t(ctas) * dd::kTraceWarps * dd::kTraceEvents;
   uint64_t* trace = nullptr;
   if (!problem.alloc(reinterpret_cast<void**>(&trace), trace_elems * 8)) return 1;
   uint64_t* null_trace = nullptr;
@@ -121,7 +121,7 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
               name, b, s_k, h_q, s_q, ctas, plan.num_m_blocks, plan.num_sm_parts,
               untraced_ms * 1e3, traced_ms * 1e3);
   const uint64_t mask = (1ull << 56) - 1;
-  for (int wg = 0; wg < 2; ++wg) {
+  for (int wg = 0; wg < dd::kTraceWarps / 4; ++wg) {
     struct Acc { double sum = 0; long n = 0; double max = 0; double skew = 0; };
     std::map<std::pair<int, int>, Acc> steps;
     double total = 0, span_max = 0;
@@ -134,7 +134,7 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
       int nw = 0;
       int n = dd::kTraceEvents;
       for (int w = 0; w < 4; ++w) {
-        const uint64_t* ev = h.data() + (size_t(c) * 8 + wg * 4 + w) * dd::kTraceEvents;
+        const uint64_t* ev = h.data() + (size_t(c) * dd::kTraceWarps + wg * 4 + w) * dd::kTraceEvents;
         int k = 0;
         while (k < dd::kTraceEvents && ev[k] != ~0ull) ++k;
         if (k == 0) continue;

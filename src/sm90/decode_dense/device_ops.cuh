@@ -256,8 +256,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 
 // ---- optional timeline trace (diagnostics only: tools/probe/trace_probe.cu) -------------------
 // With MLA_DECODE_TRACE defined, lane 0 of each warp appends (event id, clock64) records to
-// decode_trace_buffer[cta][warp][kTraceEvents]. Without it Trace is empty and the kernel
-// is unchanged.
+// decode_trace_buffer[cta][warp][kTraceEvents] (warp = 4 * warpgroup + warp in the warpgroup;
+// decode_narrow's producer warp is "warpgroup" 1). Without it Trace is empty and the kernel is
+// unchanged.
+inline constexpr int kTraceWarps = 8;  // per CTA
 #ifdef MLA_DECODE_TRACE
 inline constexpr int kTraceEvents = 8192;
 __device__ uint64_t* decode_trace_buffer;
@@ -270,7 +272,7 @@ struct Trace {
     const int warp = warpgroup * 4 + wg_thread / 32;
     uint64_t now;
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(now)::"memory");
-    decode_trace_buffer[(static_cast<int64_t>(cta) * 8 + warp) * kTraceEvents + count] =
+    decode_trace_buffer[(static_cast<int64_t>(cta) * kTraceWarps + warp) * kTraceEvents + count] =
         (static_cast<uint64_t>(id) << 56) | (now & ((1ull << 56) - 1));
     ++count;
   }

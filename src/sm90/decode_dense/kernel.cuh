@@ -111,12 +111,11 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
                                                     const CUtensorMap& kv_map,
                                                     const CUtensorMap& q_map,
                                                     SharedStorage<Element>& smem, int m_block,
-                                                    int kv_head, int req) {
+                                                    int kv_head, int req, uint64_t l2_policy) {
   const RequestRange r = request_range(part, req, params.cache_seqlens[req]);
   const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
   const int page_a = pages[r.first_block];
   const int page_b = r.first_block + 1 < r.end_block ? pages[r.first_block + 1] : -1;
-  const uint64_t l2_policy = read_once_l2_policy(part);
   if (params.q_tma) issue_q_load(params, q_map, smem, m_block, kv_head, req, l2_policy);
   issue_k_half<0>(kv_map, smem, 0, kv_head, page_a, l2_policy);
   issue_k_half<1>(kv_map, smem, 0, kv_head, page_a, l2_policy);
@@ -412,7 +411,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   if (threadIdx.x == 0) {
     const int first_req = next_nonempty_request(params, part, part.begin_req);
     if (first_req >= 0)
-      issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, first_req);
+      issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, first_req,
+                          kv_policy);
   }
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -647,7 +647,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     if (threadIdx.x == 0) {
       const int next_req = next_nonempty_request(params, part, req + 1);
       if (next_req >= 0)
-        issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req);
+        issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req,
+                            kv_policy);
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

@@ -21,6 +21,8 @@ inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output 
 // [4, 9) hold V[:, 256:512) (WG1's P V) and the rope dims.
 inline constexpr int kTilesLeft = kHalfV / kTileDim;            // 4
 inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
+// Registers per thread of Q's rope tile as wgmma A fragments (64 x 64 16-bit over 128 threads).
+inline constexpr int kQRopeRegs = kBlockM * kTileDim / 2 / 128;  // 16
 
 static_assert(kHeadDimQK % kTileDim == 0, "d_qk must be a whole number of 64-dim tiles");
 static_assert(kHeadDimV % (2 * kTileDim) == 0, "d_v must split evenly over two warpgroups");

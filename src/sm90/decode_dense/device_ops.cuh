@@ -177,6 +177,9 @@ template <>
 struct MmaOps<__nv_bfloat16> {
   using QK = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                            cute::SM90::GMMA::Major::K>;
+  // S over the rope dims with Q from registers (a per-request fragment, kernel.cuh).
+  using QKRegs = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K,
+                                                          cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K,
                                                             cute::SM90::GMMA::Major::MN>;
   using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K,
@@ -198,6 +201,9 @@ template <>
 struct MmaOps<__half> {
   using QK = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                          cute::SM90::GMMA::Major::K>;
+  // S over the rope dims with Q from registers (a per-request fragment, kernel.cuh).
+  using QKRegs = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_RS<cute::SM90::GMMA::Major::K,
+                                                          cute::SM90::GMMA::Major::K>;
   using PV = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_SS<cute::SM90::GMMA::Major::K,
                                                           cute::SM90::GMMA::Major::MN>;
   using PVRegs = cute::SM90::GMMA::MMA_64x256x16_F32F16F16_RS<cute::SM90::GMMA::Major::K,

@@ -30,7 +30,9 @@
 // the next request (and its Q) are requested when the current request's last pair is done.
 //
 // Shared memory (1024-byte aligned; each tile 64 rows x 128 bytes, TMA SWIZZLE_128B):
-//   q  [9 tiles]                 72 KiB   A operand of S = Q K^T (K-major)
+//   q  [9 tiles]                 72 KiB   A operand of S = Q K^T (K-major); the rope tile is
+//                                         also copied to registers once per request, and S
+//                                         over the rope dims takes Q from there (wgmma RS)
 //   k  [2 buffers][9 tiles]     144 KiB   B operand of S (K-major) and of P V (MN-major)
 //   p1 [1 tile]                   8 KiB   P_B for WG0 (K-major)
 //   P_A for WG1 lives in buffer 0's tile 8 (rope dims of block A, dead once S_A is done; the
@@ -127,13 +129,15 @@ __device__ __forceinline__ void issue_request_start(const Params& params,
 
 // ---- warpgroup-wide pieces of the block step ---------------------------------------------------
 
-// S += Q K^T over tiles [kFirst, kLast) of the K block at k_base (wgmma 64x64x16, 4 per tile).
+// S += Q K^T over tiles [kFirst, kLast) of the K block at k_base (wgmma 64x64x16, 4 per tile;
+// the rope tile with Q from the q_rope registers, the others with Q from shared memory).
 // Each tile is waited for on its own barrier and committed as its own group, so the product
 // starts on the first 8 KiB while the rest of the block is still arriving. The barrier of tile
 // t + 1 is probed before tile t's wgmmas are issued, so the probe's round trip overlaps them.
 template <typename Ops, int kFirst, int kLast>
 __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint64_t* tile_full,
-                                         uint32_t phase, float (&s)[kBlockN / 2], Trace& trace) {
+                                         uint32_t phase, const uint32_t (&q_rope)[kQRopeRegs],
+                                         float (&s)[kBlockN / 2], Trace& trace) {
   const uint64_t desc_q0 = make_desc_sw128(q_base, 16, 1024);
   const uint64_t desc_k0 = make_desc_sw128(k_base, 16, 1024);
   uint32_t ready = mbarrier_probe(&tile_full[kFirst], phase);
@@ -146,9 +150,36 @@ __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint6
 #pragma unroll
     for (int kk = 0; kk < kTileDim / 16; ++kk) {
       const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
-      gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset), s);
+      if (t == kNumTilesQK - 1) {
+        // Q's rope tile from registers: the kernel is bound by shared-memory bandwidth as much
+        // as by the tensor cores, Q's reads are a quarter of its traffic, and registers for one
+        // of Q's nine tiles are what is left (248 of 255). docs/PERF.md: C and D 2-4% faster.
+        const uint32_t a[4] = {q_rope[4 * kk], q_rope[4 * kk + 1], q_rope[4 * kk + 2],
+                               q_rope[4 * kk + 3]};
+        gmma_rs<typename Ops::QKRegs>(a, desc_advance(desc_k0, offset), s);
+      } else {
+        gmma<typename Ops::QK>(desc_advance(desc_q0, offset), desc_advance(desc_k0, offset), s);
+      }
     }
     cute::warpgroup_commit_batch();
+  }
+}
+
+// This thread's wgmma A fragment of Q's rope tile (64 rows x 64 dims, swizzled, at q_rope_base):
+// k-step kk is registers 4 kk .. 4 kk + 3 = (row0, 16 kk + col0), (row0 + 8, 16 kk + col0),
+// (row0, 16 kk + 8 + col0), (row0 + 8, 16 kk + 8 + col0), two 16-bit dims each.
+__device__ __forceinline__ void load_q_rope_fragment(uint32_t q_rope_base, int row0, int col0,
+                                                     uint32_t (&q_rope)[kQRopeRegs]) {
+#pragma unroll
+  for (int kk = 0; kk < kTileDim / 16; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = row0 + 8 * (r % 2);
+      const int col = 16 * kk + 8 * (r / 2) + col0;
+      asm volatile("ld.shared.b32 %0, [%1];"
+                   : "=r"(q_rope[4 * kk + r])
+                   : "r"(q_rope_base + swizzled_offset(row, col)));
+    }
   }
 }
 
@@ -387,6 +418,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   float o[kHalfV / 2];        // 64 x 256 fp32 output slice of this warpgroup: 128 per thread
   float s[kBlockN / 2];       // scores, then P, of this warpgroup's block of the pair
   uint32_t p_frag[kBlockN / 4];  // P as 16-bit wgmma A fragments
+  uint32_t q_rope[kQRopeRegs];   // Q's rope tile as wgmma A fragments, per request
 #pragma unroll
   for (int i = 0; i < kHalfV / 2; ++i) o[i] = 0.0f;
   // Per-row softmax state: running max in the base-2 scaled domain (kept equal in both
@@ -432,6 +464,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
                                         kv_head, req, threadIdx.x);
       named_barrier_sync(NamedBarrier::kQReady, kThreads);
     }
+    load_q_rope_fragment(q_base + (kNumTilesQK - 1) * kTileBytes, row0, col0, q_rope);
     trace(kEvRequestStart);
 
     // Causal: query token sq of this request sees keys [0, seqlen - s_q + sq]. mask_start is the
@@ -457,7 +490,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
       fence_accumulator(s);
       issue_qk<Ops, 0, kNumTilesQK>(q_base, buf == 0 ? k_base[0] : k_base[1], smem.k_full[buf],
-                                    phase, s, trace);
+                                    phase, q_rope, s, trace);
       cute::warpgroup_wait<0>();
       fence_accumulator(s);
       trace(kEvFirstS);
@@ -540,7 +573,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
             trace(kEvA_PvBLDone);
             if (issuer && next_b) issue_k_half<0>(kv_map, smem, 1, kv_head, next_page_b, kv_policy);
           }
-          issue_qk<Ops, 0, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], s, trace);
+          issue_qk<Ops, 0, kNumTilesQK>(q_base, k_base[0], smem.k_full[0], k_phase[0], q_rope, s,
+                                        trace);
         }
         cute::warpgroup_wait<0>();
         fence_accumulator(s);
@@ -618,9 +652,10 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
 #pragma unroll
           for (int i = 0; i < kBlockN / 2; ++i) s[i] = 0.0f;
           fence_accumulator(s);
-          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], s, trace);
-          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1], s,
-                                                 trace);
+          issue_qk<Ops, 0, kTilesLeft>(q_base, k_base[1], smem.k_full[1], k_phase[1], q_rope, s,
+                                       trace);
+          issue_qk<Ops, kTilesLeft, kNumTilesQK>(q_base, k_base[1], smem.k_full[1], k_phase[1],
+                                                 q_rope, s, trace);
           cute::warpgroup_wait<0>();
           fence_accumulator(s);
           trace(kEvB_NextS);

@@ -21,6 +21,12 @@ inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output 
 // [4, 9) hold V[:, 256:512) (WG1's P V) and the rope dims.
 inline constexpr int kTilesLeft = kHalfV / kTileDim;            // 4
 inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
+// The epilogue of a CTA's last request stages its rows in the (then free) K buffers and writes
+// each row with one bulk copy. Row pitches in shared memory: a row plus 32 bytes (fp32 partials)
+// or 16 bytes (16-bit output), so that the 8 rows one store instruction of the accumulator layout
+// covers fall in different banks.
+inline constexpr int kStagePitchF32 = kHeadDimV * 4 + 32;
+inline constexpr int kStagePitch16 = kHeadDimV * 2 + 16;
 // Registers per thread of Q's rope tile as wgmma A fragments (64 x 64 16-bit over 128 threads).
 inline constexpr int kQRopeRegs = kBlockM * kTileDim / 2 / 128;  // 16
 

@@ -398,6 +398,72 @@ __device__ __forceinline__ void issue_other_block_pv(
   trace(issued);
 }
 
+// Epilogue of a CTA's last request: both warpgroups write their normalised output rows (fp32
+// partials when `partial`, else 16-bit output) into the K buffers (row pitch kStagePitch*, see
+// config.h), then 64 threads copy one row each to global memory with cp.async.bulk and wait for
+// the copies to have read shared memory (the CTA exits next). The K buffers must be idle: no wgmma
+// and no TMA load in flight into them. Output rows need params.out_rows_bulk (16-byte aligned).
+template <typename Ops, typename Element>
+__device__ __forceinline__ void store_rows_staged(const Params& params,
+                                                  SharedStorage<Element>& smem,
+                                                  const float (&o)[kHalfV / 2],
+                                                  const float (&row_inv)[2], bool partial,
+                                                  uint64_t partial_policy, int first_row, int slot,
+                                                  int req, int kv_head, int warpgroup, int row0,
+                                                  int col0) {
+  const uint32_t stage = smem_addr(smem.k[0][0]);
+  const int dim0 = warpgroup * kHalfV + col0;
+  if (partial) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t row_addr = stage + (row0 + 8 * h) * kStagePitchF32 + dim0 * 4;
+      const float inv = row_inv[h];
+#pragma unroll
+      for (int i = 0; i < kHalfV / 8; ++i) {
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(row_addr + 32 * i),
+                     "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv)
+                     : "memory");
+      }
+    }
+  } else {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t row_addr = stage + (row0 + 8 * h) * kStagePitch16 + dim0 * 2;
+      const float inv = row_inv[h];
+#pragma unroll
+      for (int i = 0; i < kHalfV / 8; ++i) {
+        const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+        asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_addr + 16 * i), "r"(packed) : "memory");
+      }
+    }
+  }
+  fence_proxy_async();  // the bulk copies read shared memory through the async proxy
+  __syncthreads();
+  const int r = threadIdx.x;
+  const int global_row = first_row + r;
+  if (r < kBlockM && global_row < params.rows_per_kv_head) {
+    const int sq = global_row / params.heads_per_kv;
+    const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+    if (partial) {
+      const float* dst = params.o_partial +
+                         ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
+                          head) * kHeadDimV;
+      asm volatile(
+          "cp.async.bulk.global.shared::cta.bulk_group.L2::cache_hint [%0], [%1], %2, %3;"
+          ::"l"(dst), "r"(stage + r * kStagePitchF32), "n"(kHeadDimV * 4), "l"(partial_policy)
+          : "memory");
+    } else {
+      const Element* dst = static_cast<const Element*>(params.out) + req * params.out_batch_stride +
+                           sq * params.out_seq_stride + head * params.out_head_stride;
+      asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
+                   "r"(stage + r * kStagePitch16), "n"(kHeadDimV * 2)
+                   : "memory");
+    }
+    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+    asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+  }
+}
+
 // ---- both warpgroups: see the comment at the top of this file ----------------------------------
 
 template <typename Element>
@@ -695,42 +761,61 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     const int split_begin = params.split_offsets[req];
     const int num_splits = params.split_offsets[req + 1] - split_begin;
     const int slot = req == part.begin_req ? part.begin_slot : split_begin;
+    const bool partial = num_splits != 1;
+    const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
+    if (req == part.end_req && gridDim.x == 1 && (partial || params.out_rows_bulk)) {
+      // The part's last request: nothing is in flight into the K buffers (no next request), so
+      // the rows are staged there and each written by one bulk copy of whole lines. Stores from
+      // the accumulator layout write 8 rows x 16-32 bytes per instruction, about 6 bytes per
+      // clock per SM (trace of case B: 10k clocks for a CTA's 64 KiB, at the kernel's tail).
+      // One m-block per kv head only: with several (C, E, G) the A/B runs showed no gain (E's
+      // 17 MB of partials written at once are bound by L2, not by the SM) and possibly a loss.
+      store_rows_staged<Ops>(params, smem, o, row_inv, partial, partial_policy, first_row, slot,
+                             req, kv_head, warpgroup, row0, col0);
+    } else {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int global_row = first_row + row0 + 8 * h;
+        if (global_row >= params.rows_per_kv_head) continue;
+        const int sq = global_row / params.heads_per_kv;
+        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+        const float inv = row_inv[h];
+        const int dim0 = warpgroup * kHalfV + col0;
+        // Stores go through volatile asm so they stay in program order: left to itself the
+        // compiler computes all 64 products before storing and spills.
+        if (!partial) {
+          Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
+                         sq * params.out_seq_stride + head * params.out_head_stride + dim0;
+#pragma unroll
+          for (int i = 0; i < kHalfV / 8; ++i) {
+            const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+            asm volatile("st.global.b32 [%0], %1;" ::"l"(out + 8 * i), "r"(packed) : "memory");
+          }
+        } else {
+          float* out = params.o_partial +
+                       ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
+                        head) * kHeadDimV + dim0;
+#pragma unroll
+          for (int i = 0; i < kHalfV / 8; ++i) {
+            asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;" ::"l"(out + 8 * i),
+                         "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv),
+                         "l"(partial_policy)
+                         : "memory");
+          }
+        }
+      }
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int global_row = first_row + row0 + 8 * h;
       if (global_row >= params.rows_per_kv_head) continue;
-      const int sq = global_row / params.heads_per_kv;
-      const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-      const float inv = row_inv[h];
-      const int dim0 = warpgroup * kHalfV + col0;
-      // Stores go through volatile asm so they stay in program order: left to itself the
-      // compiler computes all 64 products before storing and spills.
-      if (num_splits == 1) {
-        Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
-                       sq * params.out_seq_stride + head * params.out_head_stride + dim0;
-#pragma unroll
-        for (int i = 0; i < kHalfV / 8; ++i) {
-          const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
-          asm volatile("st.global.b32 [%0], %1;" ::"l"(out + 8 * i), "r"(packed) : "memory");
-        }
-      } else {
-        float* out = params.o_partial +
-                     ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
-                      head) * kHeadDimV + dim0;
-        const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
-#pragma unroll
-        for (int i = 0; i < kHalfV / 8; ++i) {
-          asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;" ::"l"(out + 8 * i),
-                       "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv),
-                       "l"(partial_policy)
-                       : "memory");
-        }
-      }
       if (warpgroup == 0 && lane % 4 == 0) {
+        const int sq = global_row / params.heads_per_kv;
+        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
         const bool any_key = total_sum[h] > 0.0f;
         // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
         const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
-        if (num_splits == 1) {
+        if (!partial) {
           const int64_t row = static_cast<int64_t>(req) * params.num_heads_q + head;
           params.lse[row * params.seqlen_q + sq] = any_key ? lse : INFINITY;
         } else {

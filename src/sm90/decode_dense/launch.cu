@@ -114,6 +114,14 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
     }
   }
 
+  auto row_stride_ok = [](int64_t stride_elems, int size) {
+    return size == 1 || (stride_elems * 2) % 16 == 0;
+  };
+  p.out_rows_bulk = (reinterpret_cast<uintptr_t>(params.out) & 15) == 0 &&
+                    row_stride_ok(params.out_head_stride, params.num_heads_q) &&
+                    row_stride_ok(params.out_seq_stride, params.seqlen_q) &&
+                    row_stride_ok(params.out_batch_stride, params.batch);
+
   const dim3 grid(shape.num_m_blocks, params.num_heads_kv, shape.num_sm_parts);
   if (narrow) {
     return kv.is_fp16 ? decode_narrow::launch_kernel<__half>(p, kv_map, q_map, grid, stream)

@@ -42,6 +42,10 @@ struct Params {
   // Otherwise 0: plain loads by the consumer threads.
   int q_tma;
   int q_box_heads;         // heads per box (min(heads_per_kv, rows per CTA))
+  // 1 when every output row (request, token, head) starts on a 16-byte boundary (out and the
+  // strides of its dimensions of size > 1), so decode_dense may write rows with bulk copies.
+  // The public API requires that alignment (api/check.cpp); the kernel does not rely on it.
+  int out_rows_bulk;
 };
 
 }  // namespace mla::sm90::decode_dense

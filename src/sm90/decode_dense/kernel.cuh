@@ -38,6 +38,10 @@
 //   P_A for WG1 lives in buffer 0's tile 8 (rope dims of block A, dead once S_A is done; the
 //   next load of that tile is issued by WG1 after its last read of P_A).
 //
+// Epilogue: rows normalised by the row sums, stored as 16-bit output (unsplit request) or fp32
+// partials (split); a CTA with one m-block stages its last request's rows in the idle K buffers
+// and writes them with bulk copies (store_rows_staged).
+//
 // Tokens past cache_seqlens in a request's last page may hold NaN: their scores are replaced by
 // -inf (a select, so NaN does not propagate), and their V rows are zeroed in shared memory before
 // P V (p = 0 there, but 0 * NaN would still be NaN).
@@ -152,8 +156,9 @@ __device__ __forceinline__ void issue_qk(uint32_t q_base, uint32_t k_base, uint6
       const uint32_t offset = t * kTileBytes + kk * 32;  // 16 dims = 32 bytes per step
       if (t == kNumTilesQK - 1) {
         // Q's rope tile from registers: the kernel is bound by shared-memory bandwidth as much
-        // as by the tensor cores, Q's reads are a quarter of its traffic, and registers for one
-        // of Q's nine tiles are what is left (248 of 255). docs/PERF.md: C and D 2-4% faster.
+        // as by the tensor cores, Q's reads are a quarter of its traffic, and the registers left
+        // next to the accumulators hold one of Q's nine tiles, not two. docs/PERF.md: C and D
+        // 2-4% faster.
         const uint32_t a[4] = {q_rope[4 * kk], q_rope[4 * kk + 1], q_rope[4 * kk + 2],
                                q_rope[4 * kk + 3]};
         gmma_rs<typename Ops::QKRegs>(a, desc_advance(desc_k0, offset), s);

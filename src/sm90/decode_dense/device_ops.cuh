@@ -318,6 +318,16 @@ __device__ __forceinline__ Storage& aligned_shared_storage(uint8_t* smem_raw) {
                                      ~static_cast<uintptr_t>(1023));
 }
 
+// Query token and head of row global_row (< rows_per_kv_head) of kv head kv_head (params.h).
+struct RowPosition {
+  int sq, head;
+};
+__device__ __forceinline__ RowPosition row_position(const Params& params, int kv_head,
+                                                    int global_row) {
+  return {global_row / params.heads_per_kv,
+          kv_head * params.heads_per_kv + global_row % params.heads_per_kv};
+}
+
 // Q rows [first_row, first_row + kCtaRows) of kv head kv_head in request req, by plain 16-byte
 // loads (when no TMA box fits the rows), into kNumTilesQK 128-byte-swizzled tiles of kCtaRows
 // rows at q_tiles. kThreadCount threads (this one is `thread`) each keep kBatch loads in flight:
@@ -342,10 +352,9 @@ __device__ __forceinline__ void load_q_rows(const Params& params, uint8_t* q_til
       const int c16 = chunk % kChunksPerRow;
       value[u] = make_uint4(0, 0, 0, 0);
       if (global_row < params.rows_per_kv_head) {
-        const int sq = global_row / params.heads_per_kv;
-        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-        const int64_t elem = req * params.q_batch_stride + sq * params.q_seq_stride +
-                             head * params.q_head_stride + c16 * 8;
+        const RowPosition pos = row_position(params, kv_head, global_row);
+        const int64_t elem = req * params.q_batch_stride + pos.sq * params.q_seq_stride +
+                             pos.head * params.q_head_stride + c16 * 8;
         value[u] = __ldg(reinterpret_cast<const uint4*>(q_bytes + elem * 2));
       }
     }

@@ -84,12 +84,11 @@ __device__ __forceinline__ void issue_q_load(const Params& params, const CUtenso
                                              SharedStorage<Element>& smem, int m_block,
                                              int kv_head, int req, uint64_t l2_policy) {
   const int first_row = m_block * kBlockM;
-  const int first_head = kv_head * params.heads_per_kv + first_row % params.heads_per_kv;
-  const int first_s = first_row / params.heads_per_kv;
+  const RowPosition first = row_position(params, kv_head, first_row);
   mbarrier_arrive_expect_tx(&smem.q_full, kNumTilesQK * kTileBytes);
 #pragma unroll
   for (int t = 0; t < kNumTilesQK; ++t) {
-    tma_load_4d(&q_map, &smem.q_full, smem.q[t], t * kTileDim, first_head, first_s, req,
+    tma_load_4d(&q_map, &smem.q_full, smem.q[t], t * kTileDim, first.head, first.sq, req,
                 l2_policy);
   }
 }
@@ -447,19 +446,19 @@ __device__ __forceinline__ void store_rows_staged(const Params& params,
   const int r = threadIdx.x;
   const int global_row = first_row + r;
   if (r < kBlockM && global_row < params.rows_per_kv_head) {
-    const int sq = global_row / params.heads_per_kv;
-    const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+    const RowPosition pos = row_position(params, kv_head, global_row);
     if (partial) {
-      const float* dst = params.o_partial +
-                         ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
-                          head) * kHeadDimV;
+      const float* dst =
+          params.o_partial +
+          ((static_cast<int64_t>(slot) * params.seqlen_q + pos.sq) * params.num_heads_q +
+           pos.head) * kHeadDimV;
       asm volatile(
           "cp.async.bulk.global.shared::cta.bulk_group.L2::cache_hint [%0], [%1], %2, %3;"
           ::"l"(dst), "r"(stage + r * kStagePitchF32), "n"(kHeadDimV * 4), "l"(partial_policy)
           : "memory");
     } else {
       const Element* dst = static_cast<const Element*>(params.out) + req * params.out_batch_stride +
-                           sq * params.out_seq_stride + head * params.out_head_stride;
+                           pos.sq * params.out_seq_stride + pos.head * params.out_head_stride;
       asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
                    "r"(stage + r * kStagePitch16), "n"(kHeadDimV * 2)
                    : "memory");
@@ -768,6 +767,15 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     const int slot = req == part.begin_req ? part.begin_slot : split_begin;
     const bool partial = num_splits != 1;
     const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
+    // This thread's two rows (row0, row0 + 8): whether they exist, and where they go.
+    bool row_valid[2];
+    RowPosition pos[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int global_row = first_row + row0 + 8 * h;
+      row_valid[h] = global_row < params.rows_per_kv_head;
+      pos[h] = row_position(params, kv_head, global_row);
+    }
     if (req == part.end_req && gridDim.x == 1 && (partial || params.out_rows_bulk)) {
       // The part's last request: nothing is in flight into the K buffers (no next request), so
       // the rows are staged there and each written by one bulk copy of whole lines. Stores from
@@ -780,17 +788,15 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     } else {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int global_row = first_row + row0 + 8 * h;
-        if (global_row >= params.rows_per_kv_head) continue;
-        const int sq = global_row / params.heads_per_kv;
-        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
+        if (!row_valid[h]) continue;
         const float inv = row_inv[h];
         const int dim0 = warpgroup * kHalfV + col0;
         // Stores go through volatile asm so they stay in program order: left to itself the
         // compiler computes all 64 products before storing and spills.
         if (!partial) {
           Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
-                         sq * params.out_seq_stride + head * params.out_head_stride + dim0;
+                         pos[h].sq * params.out_seq_stride + pos[h].head * params.out_head_stride +
+                         dim0;
 #pragma unroll
           for (int i = 0; i < kHalfV / 8; ++i) {
             const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
@@ -798,8 +804,8 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           }
         } else {
           float* out = params.o_partial +
-                       ((static_cast<int64_t>(slot) * params.seqlen_q + sq) * params.num_heads_q +
-                        head) * kHeadDimV + dim0;
+                       ((static_cast<int64_t>(slot) * params.seqlen_q + pos[h].sq) *
+                            params.num_heads_q + pos[h].head) * kHeadDimV + dim0;
 #pragma unroll
           for (int i = 0; i < kHalfV / 8; ++i) {
             asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;" ::"l"(out + 8 * i),
@@ -812,21 +818,16 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int global_row = first_row + row0 + 8 * h;
-      if (global_row >= params.rows_per_kv_head) continue;
-      if (warpgroup == 0 && lane % 4 == 0) {
-        const int sq = global_row / params.heads_per_kv;
-        const int head = kv_head * params.heads_per_kv + global_row % params.heads_per_kv;
-        const bool any_key = total_sum[h] > 0.0f;
-        // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
-        const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
-        if (!partial) {
-          const int64_t row = static_cast<int64_t>(req) * params.num_heads_q + head;
-          params.lse[row * params.seqlen_q + sq] = any_key ? lse : INFINITY;
-        } else {
-          params.lse_partial[(static_cast<int64_t>(slot) * params.seqlen_q + sq) *
-                                 params.num_heads_q + head] = any_key ? lse : -INFINITY;
-        }
+      if (!row_valid[h] || warpgroup != 0 || lane % 4 != 0) continue;
+      const bool any_key = total_sum[h] > 0.0f;
+      // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
+      const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
+      if (!partial) {
+        const int64_t row = static_cast<int64_t>(req) * params.num_heads_q + pos[h].head;
+        params.lse[row * params.seqlen_q + pos[h].sq] = any_key ? lse : INFINITY;
+      } else {
+        params.lse_partial[(static_cast<int64_t>(slot) * params.seqlen_q + pos[h].sq) *
+                               params.num_heads_q + pos[h].head] = any_key ? lse : -INFINITY;
       }
     }
     trace(kEvEpilogueDone);

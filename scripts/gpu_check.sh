@@ -42,8 +42,8 @@ for stage in "${stages[@]}"; do
       run_stage sweep 500 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.FullSweep'
       ;;
     sanitize)
-      run_stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.SanitizerSubset'
-      run_stage racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.SanitizerSubset'
+      run_stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
+      run_stage racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
       ;;
     bench)
       run_stage bench 400 "$build/tools/mla-bench/mla-bench" --json "$out/bench.json"
@@ -64,8 +64,10 @@ for stage in "${stages[@]}"; do
       ;;
     trace)
       # Timeline of the decode kernel per warpgroup (tools/probe/trace_probe.cu): the bf16 kernel
-      # rebuilt with MLA_DECODE_TRACE, linked ahead of the library's. TRACE_CASES narrows the shapes.
-      run_stage trace_build 300 nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src \
+      # rebuilt with MLA_DECODE_TRACE, linked ahead of the library's. TRACE_CASES narrows the shapes;
+      # TRACE_SRC takes the kernels from another tree's src/ (e.g. build-ab/base/src, for a trace of
+      # the base of an A/B; its device_ops.cuh must have the same Trace as this tree's).
+      run_stage trace_build 300 nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I "${TRACE_SRC:-src}" \
         -isystem .deps/cutlass/include -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
         tools/probe/trace_probe.cu "$build/libmla.a" "$build/libmla_reference.a" -lcuda \
         -o "$build/trace_probe"

@@ -5,7 +5,8 @@
 // Linked before libmla.a, its launch_kernel<bf16> instances replace the library's. For each shape it runs mla::decode a few times on
 // random data with random page order (L2 flushed before the traced run), then prints, over all
 // CTAs, the mean clocks between consecutive events of each warpgroup, each step's share, and how
-// far the four warps of a warpgroup drift apart. Built and run by `scripts/gpu_check.sh trace`:
+// far the four warps of a warpgroup drift apart; and a timeline across CTAs: when each event
+// first and last happened in each CTA (warp 0's %globaltimer, ns from the first CTA's start). Built and run by `scripts/gpu_check.sh trace`:
 //   nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src -isystem .deps/cutlass/include \
 //     -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //     tools/probe/trace_probe.cu build/libmla.a build/libmla_reference.a -lcuda -o trace_probe
@@ -96,6 +97,9 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
   const size_t trace_elems = size_t(ctas) * dd::kTraceWarps * dd::kTraceEvents;
   uint64_t* trace = nullptr;
   if (!problem.alloc(reinterpret_cast<void**>(&trace), trace_elems * 8)) return 1;
+  const size_t global_elems = size_t(ctas) * dd::kTraceEventIds * 2;
+  uint64_t* global = nullptr;
+  if (!problem.alloc(reinterpret_cast<void**>(&global), global_elems * 8)) return 1;
   uint64_t* null_trace = nullptr;
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0); cudaEventCreate(&e1);
@@ -103,7 +107,9 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
   for (int it = 0; it < 6; ++it) {
     const bool traced = it == 5;
     CK(cudaMemcpyToSymbol(dd::decode_trace_buffer, traced ? &trace : &null_trace, sizeof(trace)));
+    CK(cudaMemcpyToSymbol(dd::decode_trace_global, traced ? &global : &null_trace, sizeof(global)));
     if (traced) CK(cudaMemset(trace, 0xff, trace_elems * 8));
+    if (traced) CK(cudaMemset(global, 0xff, global_elems * 8));
     CK(cudaMemset(flush, it, 256 << 20));
     cudaEventRecord(e0);
     const mla::Status st = problem.decode();
@@ -120,6 +126,32 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
               "(traced run %.1f us)\n",
               name, b, s_k, h_q, s_q, ctas, plan.num_m_blocks, plan.num_sm_parts,
               untraced_ms * 1e3, traced_ms * 1e3);
+  // Timeline across CTAs (warp 0's %globaltimer): when each event first and last happened,
+  // relative to the earliest CTA start, over the CTAs that logged it.
+  {
+    std::vector<uint64_t> g(global_elems);
+    CK(cudaMemcpy(g.data(), global, global_elems * 8, cudaMemcpyDeviceToHost));
+    uint64_t t0 = ~0ull;
+    for (int c = 0; c < ctas; ++c) t0 = std::min(t0, g[(size_t(c) * dd::kTraceEventIds + dd::kEvKernelStart) * 2]);
+    if (t0 != ~0ull) {
+      std::printf("   timeline (ns from the first CTA start; over CTAs: min / mean / max)\n");
+      for (int id = 0; id < dd::kTraceEventIds; ++id) {
+        for (int which = 0; which < 2; ++which) {
+          double lo = 1e30, hi = 0, sum = 0;
+          int n = 0;
+          for (int c = 0; c < ctas; ++c) {
+            const uint64_t v = g[(size_t(c) * dd::kTraceEventIds + id) * 2 + which];
+            if (v == ~0ull) continue;
+            const double d = double(v - t0);
+            lo = std::min(lo, d); hi = std::max(hi, d); sum += d; ++n;
+          }
+          if (n == 0) continue;
+          std::printf("   %-5s %-32s %4d CTAs %8.0f %8.0f %8.0f\n", which ? "last" : "first",
+                      event_name(id).c_str(), n, lo, sum / n, hi);
+        }
+      }
+    }
+  }
   const uint64_t mask = (1ull << 56) - 1;
   for (int wg = 0; wg < dd::kTraceWarps / 4; ++wg) {
     struct Acc { double sum = 0; long n = 0; double max = 0; double skew = 0; };
@@ -194,7 +226,9 @@ int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
   struct Shape { const char* name; int b, s_k, h_q, s_q; };
   const Shape shapes[] = {{"C", 128, 8192, 128, 1}, {"A", 128, 8192, 16, 1}, {"B", 128, 8192, 64, 1},
-                          {"D", 128, 8192, 128, 2}, {"E", 1, 32768, 128, 1}, {"F", 32, 1024, 16, 1}};
+                          {"D", 128, 8192, 128, 2}, {"E", 1, 32768, 128, 1}, {"F", 32, 1024, 16, 1},
+                          // G and H at their mean length (mla-bench draws theirs at random)
+                          {"G", 64, 4096, 128, 1}, {"H", 128, 4096, 16, 4}};
   for (const Shape& s : shapes) {
     if (!only.empty() && only.find(s.name) == std::string::npos) continue;
     if (run(s.name, s.b, s.s_k, s.h_q, s.s_q)) return 1;

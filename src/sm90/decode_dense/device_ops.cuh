@@ -268,13 +268,28 @@ __device__ __forceinline__ float fast_exp2(float x) {
 inline constexpr int kTraceWarps = 8;  // per CTA
 #ifdef MLA_DECODE_TRACE
 inline constexpr int kTraceEvents = 8192;
+inline constexpr int kTraceEventIds = 128;
 __device__ uint64_t* decode_trace_buffer;
+// Optional: decode_trace_global[cta][event id][2] = %globaltimer (ns) of the first and the last
+// occurrence of each event in warp 0 of the CTA, to line CTAs up against each other.
+__device__ uint64_t* decode_trace_global;
 struct Trace {
   int warpgroup, wg_thread, count = 0;
+  uint64_t seen[kTraceEventIds / 64] = {};  // events already stamped in decode_trace_global
   __device__ Trace(int w, int t) : warpgroup(w), wg_thread(t) {}
   __device__ __forceinline__ void operator()(int id) {
     if (wg_thread % 32 != 0 || decode_trace_buffer == nullptr || count >= kTraceEvents) return;
     const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    if (decode_trace_global != nullptr && warpgroup == 0 && wg_thread == 0 && id < kTraceEventIds) {
+      // Stores only (no read back): a load here would put a memory round trip on every event.
+      uint64_t ns;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns)::"memory");
+      uint64_t* g = decode_trace_global + (static_cast<int64_t>(cta) * kTraceEventIds + id) * 2;
+      const uint64_t bit = 1ull << (id % 64);
+      if (!(seen[id / 64] & bit)) g[0] = ns;
+      seen[id / 64] |= bit;
+      g[1] = ns;
+    }
     const int warp = warpgroup * 4 + wg_thread / 32;
     uint64_t now;
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(now)::"memory");

@@ -405,10 +405,11 @@ TEST(DecodeGpu, SanitizerSubset) {
 }
 
 // decode() with lengths shorter than the ones schedule() saw (a contract violation: the output is
-// undefined) must still finish without a fault or a hang. The kernels request a part's first
-// request's Q before reading its length; this makes that request empty in some parts, so the
-// speculative load is consumed and the part's next request is started. Runs under the
-// sanitizers with the subset above (same name prefix).
+// undefined) must still finish without a fault or a hang. Parts then start on requests with no
+// block left in them: decode_narrow has already requested such a request's Q (before reading its
+// length) and must consume that load, decode_dense must skip to the part's next request, and
+// combine reads partial slots the kernels did not write. Covers both kernels (h_q 128 and 64:
+// dense, h_q 16: narrow); runs under the sanitizers with the subset above (same name prefix).
 TEST(DecodeGpu, SanitizerStaleShorterLengthsComplete) {
   MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();

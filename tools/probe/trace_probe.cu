@@ -6,7 +6,8 @@
 // random data with random page order (L2 flushed before the traced run), then prints, over all
 // CTAs, the mean clocks between consecutive events of each warpgroup, each step's share, and how
 // far the four warps of a warpgroup drift apart; and a timeline across CTAs: when each event
-// first and last happened in each CTA (warp 0's %globaltimer, ns from the first CTA's start). Built and run by `scripts/gpu_check.sh trace`:
+// first and last happened in each CTA (warp 0's %globaltimer, ns from the first CTA's start).
+// Built and run by `scripts/gpu_check.sh trace`:
 //   nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src -isystem .deps/cutlass/include \
 //     -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //     tools/probe/trace_probe.cu build/libmla.a build/libmla_reference.a -lcuda -o trace_probe

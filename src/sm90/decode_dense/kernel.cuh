@@ -15,9 +15,11 @@
 //   WG0: O_L = beta O_L + P_B V_B,L             WG1: O_R = beta O_R + P_B V_B,R
 // so one warpgroup's softmax runs while the other's wgmmas keep the tensor cores busy. (FlashMLA
 // orders WG1's products the other way, with P_A rescaled by beta; doing P_A V first in both
-// warpgroups frees buffer 0 half a pair earlier, which measured 4-6% faster.) P of the own block
-// is the register A operand (wgmma RS); the other warpgroup's P comes through shared memory. The
-// running maxima go through shared-memory mailboxes, published at named barriers (config.h).
+// warpgroups frees buffer 0 half a pair earlier, which measured 4-6% faster, and 8-13% faster
+// again when re-measured against FlashMLA's order on this kernel: docs/PERF.md, ninth session.)
+// P of the own block is the register A operand (wgmma RS); the other warpgroup's P comes through
+// shared memory. The running maxima go through shared-memory mailboxes, published at named
+// barriers (config.h).
 //
 // Loads: no producer warp. A K block is 9 TMA boxes (64 tokens x 64 dims, 128-byte swizzle, L2
 // policy from read_once_l2_policy), each completing its own mbarrier so that S = Q K^T starts on

@@ -419,29 +419,27 @@ __device__ __forceinline__ void store_rows_staged(const Params& params,
                                                   int col0) {
   const uint32_t stage = smem_addr(smem.k[0][0]);
   const int dim0 = warpgroup * kHalfV + col0;
+  // This thread's normalised pairs (dims dim0 + 8 i + {0, 1} of rows row0 and row0 + 8), each
+  // stored by store(shared address of the pair, first, second) into rows of `pitch` bytes with
+  // `dim_bytes` bytes per dim.
+  auto stage_pairs = [&](int pitch, int dim_bytes, auto store) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t row_addr = stage + (row0 + 8 * h) * pitch + dim0 * dim_bytes;
+      const float inv = row_inv[h];
+#pragma unroll
+      for (int i = 0; i < kHalfV / 8; ++i)
+        store(row_addr + 8 * dim_bytes * i, o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+    }
+  };
   if (partial) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t row_addr = stage + (row0 + 8 * h) * kStagePitchF32 + dim0 * 4;
-      const float inv = row_inv[h];
-#pragma unroll
-      for (int i = 0; i < kHalfV / 8; ++i) {
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(row_addr + 32 * i),
-                     "f"(o[4 * i + 2 * h] * inv), "f"(o[4 * i + 2 * h + 1] * inv)
-                     : "memory");
-      }
-    }
+    stage_pairs(kStagePitchF32, 4, [](uint32_t addr, float a, float b) {
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(a), "f"(b) : "memory");
+    });
   } else {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t row_addr = stage + (row0 + 8 * h) * kStagePitch16 + dim0 * 2;
-      const float inv = row_inv[h];
-#pragma unroll
-      for (int i = 0; i < kHalfV / 8; ++i) {
-        const uint32_t packed = Ops::pack(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
-        asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_addr + 16 * i), "r"(packed) : "memory");
-      }
-    }
+    stage_pairs(kStagePitch16, 2, [](uint32_t addr, float a, float b) {
+      asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(Ops::pack(a, b)) : "memory");
+    });
   }
   fence_proxy_async();  // the bulk copies read shared memory through the async proxy
   __syncthreads();

@@ -5,11 +5,12 @@
 // of them: groups of 128 / chunks threads each own every (4 chunks)-th split, each thread one
 // float4 column with four loads in flight, and the groups' sums are added in a fixed order
 // through shared memory. A large batch (b = 128, h = 128: 16384 rows) fills the GPU many times
-// over with one CTA per row. With at most half as many rows as SMs (b = 1, h = 16: 16 rows of up
-// to 132 splits) one CTA per row would leave most SMs idle; there each row is cut into 2 or 4
-// column chunks, so its splits are requested in fewer rounds. Rows of unsplit requests
-// return at once, and rows of empty requests are written without waiting for the main kernel
-// (it never writes them).
+// over with one CTA per row. With few rows of many splits (b = 1, h = 16: 16 rows of up to 132
+// splits; b = 1, h = 128: 128 rows of 66) one CTA per row walks its splits in many dependent
+// rounds; there each row is cut into 2 or 4 column chunks while all CTAs stay resident
+// (combine_column_chunks in combine.h), so the splits are requested in fewer rounds. Rows of
+// unsplit requests return at once, and rows of empty requests are written without waiting for
+// the main kernel (it never writes them).
 #include <cmath>
 #include <cstdint>
 
@@ -108,7 +109,7 @@ __device__ __forceinline__ RowLocation locate_row(const CombineParams& params, i
 // kColumnChunks (1, 2 or 4) CTAs per row, a compile-time constant so the thread layout below is
 // shifts and masks.
 template <bool kFp16, int kColumnChunks>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, kCombineCtasPerSm)
     combine_kernel(CombineParams params, bool vectorised_store) {
   constexpr int column_threads = kColumnThreads / kColumnChunks;
   constexpr int groups = kThreads / column_threads;
@@ -336,9 +337,10 @@ cudaError_t launch_combine(const CombineParams& params, cudaStream_t stream,
 
   // Few splits per request on average (batch large against the parts): a warp per row. Many
   // splits (small batch, long sequences): a whole CTA per row for loads in flight, cut into
-  // column chunks when the rows are few for the GPU (combine.h).
+  // column chunks when the rows are few and have many pieces (combine.h).
   const bool warp_per_row = combine_warp_per_row(params);
-  const int column_chunks = combine_column_chunks(rows, params.num_sms, warp_per_row);
+  const int column_chunks = combine_column_chunks(rows, params.num_sms, warp_per_row,
+                                                   params.batch, params.num_sm_parts);
   cudaLaunchConfig_t config = {};
   config.gridDim = warp_per_row
                        ? dim3(static_cast<unsigned>((rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta))

@@ -32,8 +32,8 @@ struct CombineParams {
   // 0 picks the CTA-per-row kernel.
   int num_sm_parts = 0;
   // Kernel shape only (results identical up to fp32 summation order, and deterministic): the
-  // GPU's SM count. The CTA-per-row kernel cuts each row into 2 column chunks when there are at
-  // most num_sms / 2 rows, 4 when at most num_sms / 4. 0: one CTA per row.
+  // GPU's SM count. The CTA-per-row kernel cuts each row into 2 or 4 column chunks when the rows
+  // are few and have many pieces (combine_column_chunks). 0: one CTA per row.
   int num_sms = 0;
 };
 
@@ -43,21 +43,35 @@ inline bool combine_warp_per_row(const CombineParams& params) {
   return params.num_sm_parts > 0 && params.num_sm_parts <= 2 * params.batch;
 }
 
-// CTAs per row of the CTA-per-row kernel (1, 2 or 4): with few rows for the GPU (b = 1, h_q = 16:
-// 16 rows, each of up to one piece per SM) each row is cut into column chunks while
-// 2 * rows * chunks <= num_sms, i.e. 2 chunks up to num_sms / 2 rows, 4 up to num_sms / 4.
-// Measured (A/B, H200): b = 1, s_k = 32768, h_q = 16: 27.4 vs 32.7 us; with 128 or 256 rows
-// (b = 1 or 2, h_q = 128) chunks were slower (29.6 vs 25.3, 42.7 vs 37.8 us): every chunk repeats
-// the row's lse round trip and weights, and the GPU was already full. 1 for the warp-per-row
-// kernel and for num_sms <= 0.
+// CTAs per row of the CTA-per-row kernel (1, 2 or 4). A row's pieces are walked by 4 x chunks
+// groups of threads with four loads in flight each, so a row of n pieces takes about
+// n / (16 x chunks) dependent rounds of L2 round trips: with many pieces per row (small batches
+// over long sequences) combine is latency-bound and more chunks take rounds off, as long as every
+// CTA is resident at once (kCombineCtasPerSm per SM, the kernel's launch bounds) and every group
+// still has two pieces to walk. Rule: the largest chunks in {4, 2, 1} with
+//   rows x chunks <= kCombineCtasPerSm x num_sms   and   8 x chunks <= pieces per request,
+// pieces per request estimated as ceil(num_sm_parts / batch) (num_sm_parts <= 0: unknown, taken as
+// many). Worked examples for 132 SMs (528 resident CTAs):
+//   b = 1, h_q = 16, 132 parts: 16 rows, 132 pieces -> 4
+//   b = 1, h_q = 128, 66 parts (case E): 128 rows, 66 pieces -> 4
+//   b = 2, h_q = 128, 66 parts: 256 rows, 33 pieces -> 2 (4 would be 1024 CTAs)
+//   b = 8, h_q = 16, 132 parts: 128 rows, 17 pieces -> 2 (4 groups of 2 pieces each)
+//   b = 32, h_q = 16 (case F): 512 rows -> 1
+// Measured (A/B, H200, docs/PERF.md tenth session): case E 40.3 vs 42.9 us with 4 chunks.
+// 1 for the warp-per-row kernel and for num_sms <= 0.
 inline constexpr int kCombineMaxColumnChunks = 4;
-inline int combine_column_chunks(int64_t rows, int num_sms, bool warp_per_row) {
-  int chunks = 1;
-  while (!warp_per_row && chunks < kCombineMaxColumnChunks &&
-         rows * chunks * 2 <= static_cast<int64_t>(num_sms)) {
-    chunks *= 2;
+inline constexpr int kCombineCtasPerSm = 4;
+inline int combine_column_chunks(int64_t rows, int num_sms, bool warp_per_row, int batch,
+                                 int num_sm_parts) {
+  if (warp_per_row || num_sms <= 0 || rows <= 0) return 1;
+  const int64_t pieces = num_sm_parts > 0 && batch > 0
+                             ? (static_cast<int64_t>(num_sm_parts) + batch - 1) / batch
+                             : int64_t{1} << 30;
+  for (int chunks = kCombineMaxColumnChunks; chunks > 1; chunks /= 2) {
+    if (rows * chunks <= static_cast<int64_t>(kCombineCtasPerSm) * num_sms && 8 * chunks <= pieces)
+      return chunks;
   }
-  return chunks;
+  return 1;
 }
 
 // One CTA per (request, query token, group of heads); asynchronous on stream. With

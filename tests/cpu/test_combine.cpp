@@ -237,16 +237,23 @@ TEST(CombineHost, ExtremeLseValues) {
 
 // The launch shape of combine: the kernel per row count and the column-chunk rule (H200: 132 SMs).
 TEST(CombineShape, ColumnChunks) {
-  EXPECT_EQ(combine_column_chunks(16, 132, false), 4);    // b = 1, h_q = 16
-  EXPECT_EQ(combine_column_chunks(33, 132, false), 4);
-  EXPECT_EQ(combine_column_chunks(34, 132, false), 2);
-  EXPECT_EQ(combine_column_chunks(66, 132, false), 2);
-  EXPECT_EQ(combine_column_chunks(67, 132, false), 1);
-  EXPECT_EQ(combine_column_chunks(128, 132, false), 1);   // E: b = 1, h_q = 128
-  EXPECT_EQ(combine_column_chunks(512, 132, false), 1);   // F
-  EXPECT_EQ(combine_column_chunks(1, 132, false), 4);
-  EXPECT_EQ(combine_column_chunks(16, 132, true), 1);     // warp per row: never cut
-  EXPECT_EQ(combine_column_chunks(16, 0, false), 1);      // no SM count known
+  // (rows, SMs, warp per row, batch, parts): 528 CTAs resident on 132 SMs, >= 2 pieces per group.
+  EXPECT_EQ(combine_column_chunks(16, 132, false, 1, 132), 4);    // b = 1, h_q = 16
+  EXPECT_EQ(combine_column_chunks(128, 132, false, 1, 66), 4);    // E: b = 1, h_q = 128
+  EXPECT_EQ(combine_column_chunks(132, 132, false, 1, 66), 4);    // 528 CTAs: all resident
+  EXPECT_EQ(combine_column_chunks(133, 132, false, 1, 66), 2);
+  EXPECT_EQ(combine_column_chunks(256, 132, false, 2, 66), 2);    // b = 2, h_q = 128
+  EXPECT_EQ(combine_column_chunks(264, 132, false, 2, 66), 2);
+  EXPECT_EQ(combine_column_chunks(265, 132, false, 2, 66), 1);
+  EXPECT_EQ(combine_column_chunks(128, 132, false, 8, 132), 2);   // 17 pieces: 2 per group of 8
+  EXPECT_EQ(combine_column_chunks(64, 132, false, 5, 132), 2);    // 27 pieces: 4 x 8 > 27
+  EXPECT_EQ(combine_column_chunks(64, 132, false, 4, 132), 4);    // 33 pieces
+  EXPECT_EQ(combine_column_chunks(64, 132, false, 9, 132), 1);    // 15 pieces: 8 x 2 > 15
+  EXPECT_EQ(combine_column_chunks(512, 132, false, 32, 132), 1);  // F
+  EXPECT_EQ(combine_column_chunks(1, 132, false, 1, 132), 4);
+  EXPECT_EQ(combine_column_chunks(16, 132, false, 1, 0), 4);      // parts unknown: many pieces
+  EXPECT_EQ(combine_column_chunks(16, 132, true, 1, 132), 1);     // warp per row: never cut
+  EXPECT_EQ(combine_column_chunks(16, 0, false, 1, 132), 1);      // no SM count known
   CombineParams p;
   p.batch = 32;
   p.num_sm_parts = 132;

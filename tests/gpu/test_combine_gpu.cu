@@ -168,7 +168,8 @@ void run_case(std::mt19937_64& rng, const Shape& s, const std::vector<int>& spli
   CUDA_OK(cudaMemcpy(dc.o, o.data(), o.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(dc.lse_part, lse_part.data(), lse_part.size() * 4, cudaMemcpyHostToDevice));
   // All kernel variants: CTA per row (num_sm_parts = 0), warp per row (few parts), and CTA per
-  // row cut into column chunks (for an H200's 132 SMs: 2 chunks up to 66 rows, 4 up to 33).
+  // row cut into column chunks (for an H200's 132 SMs with the piece count unknown: 4 chunks up to
+  // 132 rows, 2 up to 264; combine_column_chunks).
   for (int variant : {0, 1, 2}) {
     SCOPED_TRACE(variant == 1 ? "warp-per-row combine"
                               : (variant == 2 ? "CTA-per-row combine, column chunks for 132 SMs"
@@ -206,7 +207,9 @@ TEST(CombineGpu, EqualsHostReference) {
   // head_dim_v other than 512, odd head stride (scalar-store path); 15 rows: 4 column chunks of
   // 5, 5, 5 and 2 float4 columns for 132 SMs.
   run_case(rng, {5, 1, 3, 68, 1}, {2, 3, 1, 0, 7}, true, false, 0.2);
-  // 40 rows (2 column chunks for 132 SMs) and 16 rows (4 chunks, one split per SM).
+  // 200 rows (2 column chunks for 132 SMs), 40 rows (4 chunks) and 16 rows (4 chunks, one split
+  // per SM).
+  run_case(rng, {1, 1, 200, 512, 0}, {70}, false, true, 0.05);
   run_case(rng, {1, 1, 40, 512, 0}, {70}, false, true, 0.05);
   run_case(rng, {1, 1, 16, 512, 0}, {132}, true, true, 0.0);
 }

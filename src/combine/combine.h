@@ -55,9 +55,10 @@ inline bool combine_warp_per_row(const CombineParams& params) {
 //   b = 1, h_q = 16, 132 parts: 16 rows, 132 pieces -> 4
 //   b = 1, h_q = 128, 66 parts (case E): 128 rows, 66 pieces -> 4
 //   b = 2, h_q = 128, 66 parts: 256 rows, 33 pieces -> 2 (4 would be 1024 CTAs)
-//   b = 8, h_q = 16, 132 parts: 128 rows, 17 pieces -> 2 (4 groups of 2 pieces each)
+//   b = 8, h_q = 16, 132 parts: 128 rows, 17 pieces -> 2 (8 groups of about 2 pieces each)
 //   b = 32, h_q = 16 (case F): 512 rows -> 1
-// Measured (A/B, H200, docs/PERF.md tenth session): case E 40.3 vs 42.9 us with 4 chunks.
+// Measured (A/B, H200, docs/PERF.md tenth session): case E 39.7 vs 41.95 us (4 chunks, was 1);
+// b = 1, s_k = 131072, h_q = 128 85.05 vs 91.3 us; other small-batch shapes within 1 us.
 // 1 for the warp-per-row kernel and for num_sms <= 0.
 inline constexpr int kCombineMaxColumnChunks = 4;
 inline constexpr int kCombineCtasPerSm = 4;

@@ -245,7 +245,7 @@ TEST(CombineShape, ColumnChunks) {
   EXPECT_EQ(combine_column_chunks(256, 132, false, 2, 66), 2);    // b = 2, h_q = 128
   EXPECT_EQ(combine_column_chunks(264, 132, false, 2, 66), 2);
   EXPECT_EQ(combine_column_chunks(265, 132, false, 2, 66), 1);
-  EXPECT_EQ(combine_column_chunks(128, 132, false, 8, 132), 2);   // 17 pieces: 2 per group of 8
+  EXPECT_EQ(combine_column_chunks(128, 132, false, 8, 132), 2);   // 17 pieces: 8 x 4 > 17
   EXPECT_EQ(combine_column_chunks(64, 132, false, 5, 132), 2);    // 27 pieces: 4 x 8 > 27
   EXPECT_EQ(combine_column_chunks(64, 132, false, 4, 132), 4);    // 33 pieces
   EXPECT_EQ(combine_column_chunks(64, 132, false, 9, 132), 1);    // 15 pieces: 8 x 2 > 15

@@ -13,8 +13,6 @@ namespace mla_bench {
 
 enum class BenchDType { kBF16, kFP16 };
 
-inline const char* bench_dtype_name(BenchDType d) { return d == BenchDType::kBF16 ? "bf16" : "fp16"; }
-
 // How L2 is emptied before each timed replay (l2_flush.cu).
 enum class FlushMode {
   kMemset,  // default, DESIGN.md's method: a memset of twice the L2 size; L2 is left dirty
@@ -22,8 +20,38 @@ enum class FlushMode {
   kNone,    // no flush: the step's inputs may still be in L2
 };
 
+namespace detail {
+
+// One of a fixed set of names, each standing for a value of T: the command-line spelling and
+// the name printed in the output come from the same table.
+template <typename T>
+struct Choice {
+  const char* name;
+  T value;
+};
+
+inline constexpr Choice<BenchDType> kDtypeChoices[] = {{"bf16", BenchDType::kBF16},
+                                                       {"fp16", BenchDType::kFP16}};
+inline constexpr Choice<FlushMode> kFlushChoices[] = {{"memset", FlushMode::kMemset},
+                                                      {"read", FlushMode::kRead},
+                                                      {"none", FlushMode::kNone}};
+
+// The name of `value` in `choices` ("?" if absent, which the tables above rule out).
+template <typename T, size_t N>
+constexpr const char* choice_name(const Choice<T> (&choices)[N], T value) {
+  for (const Choice<T>& c : choices) {
+    if (c.value == value) return c.name;
+  }
+  return "?";
+}
+
+}  // namespace detail
+
+inline const char* bench_dtype_name(BenchDType d) {
+  return detail::choice_name(detail::kDtypeChoices, d);
+}
 inline const char* flush_mode_name(FlushMode m) {
-  return m == FlushMode::kMemset ? "memset" : (m == FlushMode::kRead ? "read" : "none");
+  return detail::choice_name(detail::kFlushChoices, m);
 }
 
 struct Options {
@@ -110,13 +138,6 @@ inline bool parse_int(std::string_view s, int lo, int hi, int* out) {
   return true;
 }
 
-// One of a fixed set of names, each standing for a value of T.
-template <typename T>
-struct Choice {
-  const char* name;
-  T value;
-};
-
 // "a, b or c" for the usage and error texts.
 template <typename T, size_t N>
 std::string choice_names(const Choice<T> (&choices)[N]) {
@@ -139,12 +160,6 @@ bool parse_choice(const std::string& v, const Choice<T> (&choices)[N], T* out) {
   }
   return false;
 }
-
-inline constexpr Choice<BenchDType> kDtypeChoices[] = {{"bf16", BenchDType::kBF16},
-                                                       {"fp16", BenchDType::kFP16}};
-inline constexpr Choice<FlushMode> kFlushChoices[] = {{"memset", FlushMode::kMemset},
-                                                      {"read", FlushMode::kRead},
-                                                      {"none", FlushMode::kNone}};
 
 }  // namespace detail
 

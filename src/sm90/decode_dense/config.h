@@ -21,12 +21,16 @@ inline constexpr int kHalfV = kHeadDimV / 2;  // each warpgroup owns 256 output 
 // [4, 9) hold V[:, 256:512) (WG1's P V) and the rope dims.
 inline constexpr int kTilesLeft = kHalfV / kTileDim;            // 4
 inline constexpr int kTilesRight = kNumTilesQK - kTilesLeft;    // 5
-// The epilogue of a CTA's last request stages its rows in the (then free) K buffers and writes
-// each row with one bulk copy. Row pitches in shared memory: a row plus 32 bytes (fp32 partials)
-// or 16 bytes (16-bit output), so that the 8 rows one store instruction of the accumulator layout
-// covers fall in different banks.
+// An epilogue may stage its rows in the (then free) K buffers and write each row with one bulk
+// copy (kernel.cuh, store_rows_staged). Row pitches in shared memory: a row plus 32 bytes (fp32
+// partials) or 16 bytes (16-bit output), so that the 8 rows one store instruction of the
+// accumulator layout covers fall in different banks. 16-bit rows fit in one K buffer, fp32 rows
+// in the two.
 inline constexpr int kStagePitchF32 = kHeadDimV * 4 + 32;
 inline constexpr int kStagePitch16 = kHeadDimV * 2 + 16;
+static_assert(kBlockM * kStagePitch16 <= kNumTilesQK * kTileBytes, "16-bit rows fit one buffer");
+static_assert(kBlockM * kStagePitchF32 <= kNumBuffers * kNumTilesQK * kTileBytes,
+              "fp32 rows fit both K buffers");
 // Registers per thread of Q's rope tile as wgmma A fragments (64 x 64 16-bit over 128 threads).
 inline constexpr int kQRopeRegs = kBlockM * kTileDim / 2 / 128;  // 16
 
@@ -41,6 +45,7 @@ enum class NamedBarrier : int {
   kSegmentEnd = 4, // both warpgroups finished a request's blocks; row sums exchanged
   kWarpgroup0 = 5, // 128 threads of one warpgroup (tail V rows zeroed before its P V)
   kWarpgroup1 = 6,
+  kStageRead = 7,  // threads 0..63 (64): their bulk copies of staged rows have read shared memory
 };
 
 }  // namespace mla::sm90::decode_dense

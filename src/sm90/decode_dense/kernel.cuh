@@ -41,8 +41,9 @@
 //   next load of that tile is issued by WG1 after its last read of P_A).
 //
 // Epilogue: rows normalised by the row sums, stored as 16-bit output (unsplit request) or fp32
-// partials (split); a CTA with one m-block stages its last request's rows in the idle K buffers
-// and writes them with bulk copies (store_rows_staged).
+// partials (split). At a transition to the CTA's next request, and at the last request of a CTA
+// with one m-block, the rows are staged in idle K buffers and written with bulk copies
+// (store_rows_staged); otherwise they are stored from the registers.
 //
 // Tokens past cache_seqlens in a request's last page may hold NaN: their scores are replaced by
 // -inf (a select, so NaN does not propagate), and their V rows are zeroed in shared memory before
@@ -110,23 +111,37 @@ __device__ __forceinline__ void issue_k_half(const CUtensorMap& kv_map,
   }
 }
 
-// Start of a request's blocks: its Q (by TMA) and its first two blocks (A into buffer 0, B into
-// buffer 1). Called when both buffers and Q are free.
+// What issue_request_start requests: Q (by TMA, when params.q_tma), block A into buffer 0,
+// block B into buffer 1. A request transition whose epilogue stages rows in a K buffer requests
+// that buffer's block only once the bulk copies have read it (store_rows_staged).
+enum RequestStartLoads : unsigned {
+  kLoadQ = 1u,
+  kLoadA = 2u,
+  kLoadB = 4u,
+  kLoadAll = kLoadQ | kLoadA | kLoadB,
+};
+
+// Start of a request's blocks: the `loads` among its Q and its first two blocks (A into buffer 0,
+// B into buffer 1, if the request has a second block). Their buffers must be free.
 template <typename Element>
 __device__ __forceinline__ void issue_request_start(const Params& params,
                                                     const mla::detail::PartMetadata& part,
                                                     const CUtensorMap& kv_map,
                                                     const CUtensorMap& q_map,
                                                     SharedStorage<Element>& smem, int m_block,
-                                                    int kv_head, int req, uint64_t l2_policy) {
+                                                    int kv_head, int req, uint64_t l2_policy,
+                                                    unsigned loads) {
   const RequestRange r = request_range(part, req, params.cache_seqlens[req]);
   const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
-  const int page_a = pages[r.first_block];
-  const int page_b = r.first_block + 1 < r.end_block ? pages[r.first_block + 1] : -1;
-  if (params.q_tma) issue_q_load(params, q_map, smem, m_block, kv_head, req, l2_policy);
-  issue_k_half<0>(kv_map, smem, 0, kv_head, page_a, l2_policy);
-  issue_k_half<1>(kv_map, smem, 0, kv_head, page_a, l2_policy);
-  if (page_b >= 0) {
+  if ((loads & kLoadQ) && params.q_tma)
+    issue_q_load(params, q_map, smem, m_block, kv_head, req, l2_policy);
+  if (loads & kLoadA) {
+    const int page_a = pages[r.first_block];
+    issue_k_half<0>(kv_map, smem, 0, kv_head, page_a, l2_policy);
+    issue_k_half<1>(kv_map, smem, 0, kv_head, page_a, l2_policy);
+  }
+  if ((loads & kLoadB) && r.first_block + 1 < r.end_block) {
+    const int page_b = pages[r.first_block + 1];
     issue_k_half<1>(kv_map, smem, 1, kv_head, page_b, l2_policy);
     issue_k_half<0>(kv_map, smem, 1, kv_head, page_b, l2_policy);
   }
@@ -404,20 +419,19 @@ __device__ __forceinline__ void issue_other_block_pv(
   trace(issued);
 }
 
-// Epilogue of a CTA's last request: both warpgroups write their normalised output rows (fp32
-// partials when `partial`, else 16-bit output) into the K buffers (row pitch kStagePitch*, see
-// config.h), then 64 threads copy one row each to global memory with cp.async.bulk and wait for
-// the copies to have read shared memory (the CTA exits next). The K buffers must be idle: no wgmma
-// and no TMA load in flight into them. Output rows need params.out_rows_bulk (16-byte aligned).
+// Epilogue through shared memory: both warpgroups write their normalised output rows (fp32
+// partials when `partial`, else 16-bit output) at `stage` (row pitch kStagePitch*, see config.h),
+// then threads 0..63 copy one row each to global memory with cp.async.bulk and wait for their
+// copy to have read shared memory. The stage must be idle: no wgmma reading it and no TMA load in
+// flight into it. Output rows need params.out_rows_bulk (16-byte aligned). Used at a CTA's last
+// request (the K buffers, then idle) and at a transition to the next request (see attend).
 template <typename Ops, typename Element>
 __device__ __forceinline__ void store_rows_staged(const Params& params,
-                                                  SharedStorage<Element>& smem,
                                                   const float (&o)[kHalfV / 2],
                                                   const float (&row_inv)[2], bool partial,
                                                   uint64_t partial_policy, int first_row, int slot,
                                                   int req, int kv_head, int warpgroup, int row0,
-                                                  int col0) {
-  const uint32_t stage = smem_addr(smem.k[0][0]);
+                                                  int col0, uint32_t stage) {
   const int dim0 = warpgroup * kHalfV + col0;
   // This thread's normalised pairs (dims dim0 + 8 i + {0, 1} of rows row0 and row0 + 8), each
   // stored by store(shared address of the pair, first, second) into rows of `pitch` bytes with
@@ -514,7 +528,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     const int first_req = next_nonempty_request(params, part, part.begin_req);
     if (first_req >= 0)
       issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, first_req,
-                          kv_policy);
+                          kv_policy, kLoadAll);
   }
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -748,13 +762,28 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     trace(kEvSegmentArrive);
     named_barrier_sync(NamedBarrier::kSegmentEnd, kThreads);
     trace(kEvSegmentEnd);
+    const int split_begin = params.split_offsets[req];
+    const int num_splits = params.split_offsets[req + 1] - split_begin;
+    const int slot = req == part.begin_req ? part.begin_slot : split_begin;
+    const bool partial = num_splits != 1;
+    const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
+    // Rows can leave through shared memory and bulk copies (whole lines per row) rather than as
+    // stores from the accumulator layout (8 rows x 16-32 bytes per instruction, about 6-8 bytes
+    // per clock per SM: 8350 clocks for a CTA's 64 KiB of 16-bit rows in the trace of case C,
+    // with the tensor cores idle meanwhile).
+    const bool can_stage = partial || params.out_rows_bulk;
     // All wgmmas of this request completed before the barrier: Q and both K buffers are free.
-    if (threadIdx.x == 0) {
-      const int next_req = next_nonempty_request(params, part, req + 1);
-      if (next_req >= 0)
-        issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req,
-                            kv_policy);
-    }
+    // At a transition to a next request, the rows are staged in the K buffer(s) they fit in
+    // (16-bit rows: buffer 1; fp32 partials: both), and the loads into those buffers are
+    // requested once the bulk copies have read them; Q and the other block go at once. (A/B in
+    // whole mla-bench runs: B 0.7% and H 1.2% shorter, the other cases unchanged; docs/PERF.md.)
+    const int next_req = next_nonempty_request(params, part, req + 1);
+    const bool staged_transition = next_req >= 0 && can_stage;
+    const unsigned deferred_loads =
+        !staged_transition ? 0u : (partial ? (kLoadA | kLoadB) : kLoadB);
+    if (threadIdx.x == 0 && next_req >= 0)
+      issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req,
+                          kv_policy, kLoadAll & ~deferred_loads);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       total_sum[h] += smem.row_sums[request_parity][other][row0 + 8 * h];
@@ -762,11 +791,6 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     }
     request_parity ^= 1;
 
-    const int split_begin = params.split_offsets[req];
-    const int num_splits = params.split_offsets[req + 1] - split_begin;
-    const int slot = req == part.begin_req ? part.begin_slot : split_begin;
-    const bool partial = num_splits != 1;
-    const uint64_t partial_policy = l2_partial_policy(gridDim.x == 1);  // one m-block
     // This thread's two rows (row0, row0 + 8): whether they exist, and where they go.
     bool row_valid[2];
     RowPosition pos[2];
@@ -776,15 +800,26 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       row_valid[h] = global_row < params.rows_per_kv_head;
       pos[h] = row_position(params, kv_head, global_row);
     }
-    if (req == part.end_req && gridDim.x == 1 && (partial || params.out_rows_bulk)) {
-      // The part's last request: nothing is in flight into the K buffers (no next request), so
-      // the rows are staged there and each written by one bulk copy of whole lines. Stores from
-      // the accumulator layout write 8 rows x 16-32 bytes per instruction, about 6 bytes per
-      // clock per SM (trace of case B: 10k clocks for a CTA's 64 KiB, at the kernel's tail).
-      // One m-block per kv head only: with several (C, E, G) the A/B runs showed no gain (E's
-      // 17 MB of partials written at once are bound by L2, not by the SM) and possibly a loss.
-      store_rows_staged<Ops>(params, smem, o, row_inv, partial, partial_policy, first_row, slot,
-                             req, kv_head, warpgroup, row0, col0);
+    if (staged_transition) {
+      store_rows_staged<Ops, Element>(params, o, row_inv, partial, partial_policy, first_row, slot,
+                                      req, kv_head, warpgroup, row0, col0,
+                                      partial ? k_base[0] : k_base[1]);
+      // Threads 0..63 each waited for their row's copy to read the stage; then the deferred
+      // loads may overwrite it. The other threads go on to the next request, where they wait
+      // for its Q and tiles as usual.
+      if (threadIdx.x < kBlockM) {
+        named_barrier_sync(NamedBarrier::kStageRead, kBlockM);
+        if (threadIdx.x == 0)
+          issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req,
+                              kv_policy, deferred_loads);
+      }
+    } else if (next_req < 0 && gridDim.x == 1 && can_stage) {
+      // The part's last request with one m-block: nothing is in flight into the K buffers, so
+      // the rows are staged there. With several m-blocks (C, E, G), where all CTAs write their
+      // last rows at about the same time, the A/B runs showed no gain (E's 17 MB of partials
+      // written at once are bound by L2, not by the SM) and possibly a loss.
+      store_rows_staged<Ops, Element>(params, o, row_inv, partial, partial_policy, first_row, slot,
+                                      req, kv_head, warpgroup, row0, col0, k_base[0]);
     } else {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {

@@ -3,9 +3,13 @@
 # both alike. The base tree is a plain export of a commit, made on the build machine:
 #   mkdir -p build-ab/base && git archive <commit> | tar -x -C build-ab/base
 # then, on the GPU machine (with .deps/cutlass present; build-ab/base carried along):
-#   bash scripts/ab_bench.sh [shapes...]     (default: C A G D; ROUNDS=2 alternations)
-# A shape is a default case letter (A..H) or mla-bench shape options in one quoted argument, e.g.
-#   bash scripts/ab_bench.sh F "--batch 1 --seqlen 32768 --heads 16"
+#   bash scripts/ab_bench.sh [shapes...]     (default: all eight cases; ROUNDS=4 alternations)
+# Case letters (A..H) are timed by whole mla-bench runs (all eight cases, verified, as the
+# method of record), one per tree per round. Runs of one case alone with --no-verify
+# (`--case C --no-verify`) spread far more from run to run (case C: 490-566 us against 498-500
+# in whole runs on the same GPU, docs/PERF.md, eleventh session), so they are not used. A shape
+# given as mla-bench shape options in one quoted argument is timed by its own verified run, e.g.
+#   bash scripts/ab_bench.sh C E "--batch 1 --seqlen 32768 --heads 16"
 # A third tree in build-ab/alt (same kind of export) is timed too when present. BENCH_ARGS (env)
 # adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16".
 # Prints one line per run and the per-case medians; logs to $OUT.
@@ -15,8 +19,8 @@ cd "$root"
 out="${OUT:-$root/build-ab/logs}"
 mkdir -p "$out"
 cases=("$@")
-[ ${#cases[@]} -eq 0 ] && cases=(C A G D)
-rounds="${ROUNDS:-2}"
+[ ${#cases[@]} -eq 0 ] && cases=(A B C D E F G H)
+rounds="${ROUNDS:-4}"
 gen=""; command -v ninja >/dev/null && gen="-G Ninja"
 common=(-DCMAKE_BUILD_TYPE=Release -DMLA_BUILD_TESTS=OFF -DMLA_BUILD_PYTHON=OFF
         -DMLA_CUTLASS_INCLUDE_DIR="$root/.deps/cutlass/include")
@@ -39,17 +43,30 @@ for side in "${sides[@]}"; do
   [ -x "build-ab/$side-build/tools/mla-bench/mla-bench" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log"; exit 1; }
 done
 
-# Shape k is logged as "s<k>"; a case letter runs --case, anything else is passed as options.
+# Shape k is logged as "s<k>". The time is the first field after "|" of the row whose first
+# field is the case letter (or "custom").
+time_of() {  # label < mla-bench output
+  awk -v c="$1" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }'
+}
 : > "$out/ab.txt"
-for k in "${!cases[@]}"; do
-  c="${cases[$k]}"
-  if [[ "$c" =~ ^[A-H]$ ]]; then args=(--case "$c"); label="$c"; else read -ra args <<< "$c"; label=custom; fi
-  for r in $(seq "$rounds"); do
-    for side in "${sides[@]}"; do
-      t=$("build-ab/$side-build/tools/mla-bench/mla-bench" "${args[@]}" --iters 40 --no-verify ${BENCH_ARGS:-} 2>/dev/null |
-          awk -v c="$label" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }')
+letters=()
+for c in "${cases[@]}"; do [[ "$c" =~ ^[A-H]$ ]] && letters+=("$c"); done
+for r in $(seq "$rounds"); do
+  for side in "${sides[@]}"; do
+    bench="build-ab/$side-build/tools/mla-bench/mla-bench"
+    if [ ${#letters[@]} -gt 0 ]; then
+      "$bench" ${BENCH_ARGS:-} > "$out/run_${side}_$r.txt" 2>/dev/null
+    fi
+    for k in "${!cases[@]}"; do
+      c="${cases[$k]}"
+      if [[ "$c" =~ ^[A-H]$ ]]; then
+        t=$(time_of "$c" < "$out/run_${side}_$r.txt")
+      else
+        read -ra args <<< "$c"
+        t=$("$bench" "${args[@]}" ${BENCH_ARGS:-} 2>/dev/null | time_of custom)
+      fi
       echo "s$k $side ${t:-FAIL}" >> "$out/ab.txt"
-      echo "$c | $side | ${t:-FAIL}"
+      echo "$c | $side | round $r | ${t:-FAIL}"
     done
   done
 done

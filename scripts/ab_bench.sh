@@ -6,7 +6,7 @@
 #   bash scripts/ab_bench.sh [shapes...]     (default: all eight cases; ROUNDS=4 alternations)
 # Case letters (A..H) are timed by whole mla-bench runs (all eight cases, verified, as the
 # method of record), one per tree per round. Runs of one case alone with --no-verify
-# (`--case C --no-verify`) spread far more from run to run (case C: 490-566 us against 498-500
+# (`--case C --no-verify`) spread far more from run to run (case C: 490-547 us against 498-500
 # in whole runs on the same GPU, docs/PERF.md, eleventh session), so they are not used. A shape
 # given as mla-bench shape options in one quoted argument is timed by its own verified run, e.g.
 #   bash scripts/ab_bench.sh C E "--batch 1 --seqlen 32768 --heads 16"

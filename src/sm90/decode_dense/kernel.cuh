@@ -29,7 +29,8 @@
 //   buffer 0, tiles 0..3 (V_A,L): WG0 after P_A V_A,L      tiles 4..8: WG1 after P_A V_A,R
 //   buffer 1, tiles 0..3 (V_B,L): WG0 after P_B V_B,L      tiles 4..8: WG1 after P_B V_B,R
 // Within a request the next pair's loads overlap the current pair's work; the first two blocks of
-// the next request (and its Q) are requested when the current request's last pair is done.
+// the next request (and its Q) are requested when the current request's last pair is done, except
+// that a K buffer holding staged output rows is refilled once the bulk copies have read it.
 //
 // Shared memory (1024-byte aligned; each tile 64 rows x 128 bytes, TMA SWIZZLE_128B):
 //   q  [9 tiles]                 72 KiB   A operand of S = Q K^T (K-major); the rope tile is
@@ -39,6 +40,7 @@
 //   p1 [1 tile]                   8 KiB   P_B for WG0 (K-major)
 //   P_A for WG1 lives in buffer 0's tile 8 (rope dims of block A, dead once S_A is done; the
 //   next load of that tile is issued by WG1 after its last read of P_A).
+//   An epilogue may stage output rows in the K buffers while they are idle (see below).
 //
 // Epilogue: rows normalised by the row sums, stored as 16-bit output (unsplit request) or fp32
 // partials (split). At a transition to the CTA's next request, and at the last request of a CTA

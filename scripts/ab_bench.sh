@@ -55,7 +55,8 @@ for r in $(seq "$rounds"); do
   for side in "${sides[@]}"; do
     bench="build-ab/$side-build/tools/mla-bench/mla-bench"
     if [ ${#letters[@]} -gt 0 ]; then
-      "$bench" ${BENCH_ARGS:-} > "$out/run_${side}_$r.txt" 2>/dev/null
+      "$bench" ${BENCH_ARGS:-} > "$out/run_${side}_$r.txt" 2>/dev/null ||
+        echo "WARNING: $side, round $r: mla-bench failed (a case failed verification?), see $out/run_${side}_$r.txt"
     fi
     for k in "${!cases[@]}"; do
       c="${cases[$k]}"

@@ -57,7 +57,7 @@ for stage in "${stages[@]}"; do
       # Kernel durations of one decode step per default case (main kernel, combine), no clock
       # changes: ncu --clock-control none.
       for c in ${PROFILE_CASES:-E F C}; do
-        run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_(dense|narrow)_kernel|combine_kernel' \
+        run_stage "profile_$c" 200 ncu --clock-control none -k 'regex:decode_(dense|narrow)_kernel|combine' \
           --launch-skip 2 --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
           "$build/tools/mla-bench/mla-bench" --case "$c" --no-verify --iters 3
       done
@@ -67,7 +67,9 @@ for stage in "${stages[@]}"; do
       # rebuilt with MLA_DECODE_TRACE, linked ahead of the library's. TRACE_CASES narrows the shapes;
       # TRACE_SRC takes the kernels from another tree's src/ (e.g. build-ab/base/src, for a trace of
       # the base of an A/B; its device_ops.cuh must have the same Trace as this tree's).
-      run_stage trace_build 300 nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I "${TRACE_SRC:-src}" \
+      # TRACE_LIGHT=1: the light Trace (CTA start, SM and epilogue ends only; see trace_probe.cu).
+      trace_macro=-DMLA_DECODE_TRACE; [ "${TRACE_LIGHT:-0}" = 1 ] && trace_macro=-DMLA_DECODE_TRACE_LIGHT
+      run_stage trace_build 300 nvcc -std=c++20 -O3 "$trace_macro" -I include -I "${TRACE_SRC:-src}" \
         -isystem .deps/cutlass/include -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
         tools/probe/trace_probe.cu "$build/libmla.a" "$build/libmla_reference.a" -lcuda \
         -o "$build/trace_probe"

@@ -11,7 +11,7 @@
 //   nvcc -std=c++20 -O3 -DMLA_DECODE_TRACE -I include -I src -isystem .deps/cutlass/include \
 //     -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
 //     tools/probe/trace_probe.cu build/libmla.a build/libmla_reference.a -lcuda -o trace_probe
-#ifndef MLA_DECODE_TRACE
+#if !defined(MLA_DECODE_TRACE) && !defined(MLA_DECODE_TRACE_LIGHT)
 #define MLA_DECODE_TRACE 1
 #endif
 #include "sm90/decode_dense/instantiations/launch_kernel.cuh"
@@ -25,6 +25,7 @@
 
 #include "mla/decode.h"
 #include "probe_problem.h"
+#include "sched/metadata.h"
 
 namespace mla::sm90::decode_dense {
 template cudaError_t launch_kernel<__nv_bfloat16>(const Params&, const CUtensorMap&,
@@ -223,8 +224,123 @@ static int run(const char* name, int b, int s_k, int h_q, int s_q) {
   return 0;
 }
 
+// Light mode (built with MLA_DECODE_TRACE_LIGHT: `TRACE_LIGHT=1 scripts/gpu_check.sh trace`):
+// thread 0 of each CTA stamps only its start (and SM) and its epilogues' end, so the traced runs
+// take about as long as untraced ones. Prints, per CTA over several runs, when its last epilogue
+// ended, with its part's pieces and blocks and its SM in each run, then per SM: whether the
+// spread of CTA end times follows the schedule, the SM, or neither.
+static int run_light(const char* name, int b, int s_k, int h_q, int s_q) {
+  ProbeProblem problem;
+  if (!problem.init(b, s_k, h_q, s_q, ProbeProblem::Data::kNormal, /*one_page=*/false)) return 1;
+  const mla::DecodePlan& plan = problem.plan;
+  void* flush = nullptr;
+  if (!problem.alloc(&flush, 256 << 20)) return 1;
+  const int ctas = plan.num_m_blocks * problem.args.num_heads_kv * plan.num_sm_parts;
+  const size_t global_elems = size_t(ctas) * dd::kTraceEventIds * 2;
+  uint64_t* global = nullptr;
+  if (!problem.alloc(reinterpret_cast<void**>(&global), global_elems * 8)) return 1;
+  uint64_t* null_trace = nullptr;
+  CK(cudaMemcpyToSymbol(dd::decode_trace_buffer, &null_trace, sizeof(null_trace)));
+  std::vector<mla::detail::PartMetadata> parts(plan.num_sm_parts);
+  CK(cudaMemcpy(parts.data(), problem.schedule_buffer, parts.size() * sizeof(parts[0]),
+                cudaMemcpyDeviceToHost));
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0); cudaEventCreate(&e1);
+  constexpr int kRuns = 10, kWarmups = 100;  // warm-ups: the clocks ramp up first
+  std::vector<std::vector<double>> end_ns(kRuns, std::vector<double>(ctas, -1));
+  std::vector<std::vector<int>> smid(kRuns, std::vector<int>(ctas, -1));
+  std::printf("\n== %s (light trace): b=%d s_k=%d h_q=%d s_q=%d, %d CTAs (%d m-blocks x %d parts)\n",
+              name, b, s_k, h_q, s_q, ctas, plan.num_m_blocks, plan.num_sm_parts);
+  for (int it = 0; it < kWarmups + kRuns; ++it) {
+    const int run = it - kWarmups;
+    const bool traced = run >= 0;
+    CK(cudaMemcpyToSymbol(dd::decode_trace_global, traced ? &global : &null_trace, sizeof(global)));
+    if (traced) CK(cudaMemset(global, 0xff, global_elems * 8));
+    CK(cudaMemset(flush, it, 256 << 20));
+    cudaEventRecord(e0);
+    const mla::Status st = problem.decode();
+    cudaEventRecord(e1);
+    if (!st.ok()) { std::printf("%s\n", st.to_string().c_str()); return 1; }
+    CK(cudaEventSynchronize(e1));
+    float ms; cudaEventElapsedTime(&ms, e0, e1);
+    if (!traced) {
+      if (it >= kWarmups - 3) std::printf("   untraced step %.1f us\n", ms * 1e3);
+      continue;
+    }
+    std::vector<uint64_t> g(global_elems);
+    CK(cudaMemcpy(g.data(), global, global_elems * 8, cudaMemcpyDeviceToHost));
+    auto at = [&](int c, int id, int which) { return g[(size_t(c) * dd::kTraceEventIds + id) * 2 + which]; };
+    uint64_t t0 = ~0ull;
+    for (int c = 0; c < ctas; ++c) t0 = std::min(t0, at(c, dd::kEvKernelStart, 0));
+    double start_max = 0, end_min = 1e30, end_sum = 0, end_max = 0;
+    int n = 0;
+    for (int c = 0; c < ctas; ++c) {
+      if (at(c, dd::kEvKernelStart, 0) == ~0ull) continue;
+      smid[run][c] = int(at(c, dd::kTraceEventIds - 1, 0));
+      start_max = std::max(start_max, double(at(c, dd::kEvKernelStart, 0) - t0));
+      const uint64_t e = at(c, dd::kEvEpilogueDone, 1);
+      if (e == ~0ull) continue;
+      const double d = double(e - t0);
+      end_ns[run][c] = d;
+      end_min = std::min(end_min, d); end_max = std::max(end_max, d); end_sum += d; ++n;
+    }
+    std::printf("   light-traced step %.1f us: CTA starts within %.1f us; last epilogue ends min / mean / "
+                "max %.1f / %.1f / %.1f us after the first start\n",
+                ms * 1e3, start_max * 1e-3, end_min * 1e-3, end_sum / n * 1e-3, end_max * 1e-3);
+  }
+  // Per CTA: part, m-block, SM, pieces, blocks, end time per run (us), and its rank.
+  std::printf("   cta part m sm pieces blocks | last epilogue end per run (us) | mean\n");
+  std::vector<std::pair<double, int>> order;
+  for (int c = 0; c < ctas; ++c) {
+    double sum = 0; int k = 0;
+    for (int r = 0; r < kRuns; ++r) if (end_ns[r][c] >= 0) { sum += end_ns[r][c]; ++k; }
+    if (k) order.push_back({sum / k, c});
+  }
+  std::sort(order.begin(), order.end());
+  std::map<int, std::pair<double, int>> by_pieces;
+  for (const auto& [mean, c] : order) {
+    const int x = c % plan.num_m_blocks;
+    const int z = c / (plan.num_m_blocks * problem.args.num_heads_kv);
+    const mla::detail::PartMetadata& p = parts[z];
+    const int pieces = p.end_req - p.begin_req + 1;
+    std::printf("   %3d %4d %d %3d %6d %6d |", c, z, x, smid[0][c], pieces, p.num_blocks);
+    for (int r = 0; r < kRuns; ++r) std::printf(" %7.1f@%-3d", end_ns[r][c] * 1e-3, smid[r][c]);
+    std::printf(" | %7.1f\n", mean * 1e-3);
+    by_pieces[pieces].first += mean;
+    by_pieces[pieces].second += 1;
+  }
+  // Per SM over the runs (the CTA -> SM mapping may change between launches): is an SM slow in
+  // every run, whichever part it gets?
+  {
+    std::map<int, std::vector<double>> by_sm;  // end time minus the run's mean end
+    for (int r = 0; r < kRuns; ++r) {
+      double sum = 0; int k = 0;
+      for (int c = 0; c < ctas; ++c) if (end_ns[r][c] >= 0) { sum += end_ns[r][c]; ++k; }
+      for (int c = 0; c < ctas; ++c)
+        if (end_ns[r][c] >= 0) by_sm[smid[r][c]].push_back((end_ns[r][c] - sum / k) * 1e-3);
+    }
+    std::printf("   per SM: end minus the run's mean end (us), each run\n");
+    for (const auto& [sm, v] : by_sm) {
+      double m = 0;
+      for (double d : v) m += d;
+      std::printf("   sm %3d mean %+6.1f |", sm, m / v.size());
+      for (double d : v) std::printf(" %+6.1f", d);
+      std::printf("\n");
+    }
+  }
+  for (const auto& [pieces, acc] : by_pieces)
+    std::printf("   parts of %d pieces: %d CTAs, mean end %.1f us\n", pieces, acc.second,
+                acc.first / acc.second * 1e-3);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
+#ifdef MLA_DECODE_TRACE_LIGHT
+  const bool light = true;  // built with the light Trace (gpu_check.sh trace, TRACE_LIGHT=1)
+#else
+  const bool light = false;
+#endif
   struct Shape { const char* name; int b, s_k, h_q, s_q; };
   const Shape shapes[] = {{"C", 128, 8192, 128, 1}, {"A", 128, 8192, 16, 1}, {"B", 128, 8192, 64, 1},
                           {"D", 128, 8192, 128, 2}, {"E", 1, 32768, 128, 1}, {"F", 32, 1024, 16, 1},
@@ -232,7 +348,8 @@ int main(int argc, char** argv) {
                           {"G", 64, 4096, 128, 1}, {"H", 128, 4096, 16, 4}};
   for (const Shape& s : shapes) {
     if (!only.empty() && only.find(s.name) == std::string::npos) continue;
-    if (run(s.name, s.b, s.s_k, s.h_q, s.s_q)) return 1;
+    if (light ? run_light(s.name, s.b, s.s_k, s.h_q, s.s_q) : run(s.name, s.b, s.s_k, s.h_q, s.s_q))
+      return 1;
   }
   return 0;
 }

@@ -298,6 +298,38 @@ struct Trace {
     ++count;
   }
 };
+#elif defined(MLA_DECODE_TRACE_LIGHT)
+// Light timeline (tools/probe/trace_probe.cu with TRACE_LIGHT=1): thread 0 of each CTA stamps
+// %globaltimer at the kernel start (with %smid) and at each epilogue's end, nothing else, so a
+// traced run takes about as long as an untraced one. Layout as decode_trace_global above:
+// [cta][event id][2]; kernel start in slot 0, the last epilogue end in slot 1, the SM in the
+// last event id's slot 0.
+inline constexpr int kTraceEvents = 1;
+inline constexpr int kTraceEventIds = 128;
+__device__ uint64_t* decode_trace_buffer;  // unused here; declared for the probe
+__device__ uint64_t* decode_trace_global;
+struct Trace {
+  bool stamper;
+  __device__ Trace(int w, int t) : stamper(w == 0 && t == 0) {}
+  __device__ __forceinline__ void operator()(int id) const {
+    constexpr int kStart = 0, kEpilogueDone = 52;  // kEvKernelStart, kEvEpilogueDone (below)
+    if ((id != kStart && id != kEpilogueDone) || !stamper) return;
+    uint64_t* g = decode_trace_global;
+    if (g == nullptr) return;
+    const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    g += static_cast<int64_t>(cta) * kTraceEventIds * 2;
+    uint64_t ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns)::"memory");
+    if (id == kStart) {
+      uint32_t sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      g[2 * kStart] = ns;
+      g[2 * (kTraceEventIds - 1)] = sm;
+    } else {
+      g[2 * kEpilogueDone + 1] = ns;
+    }
+  }
+};
 #else
 struct Trace {
   __device__ Trace(int, int) {}
@@ -322,6 +354,7 @@ enum TraceEvent : int {
 };
 }  // namespace trace_events
 using namespace trace_events;
+static_assert(kEvKernelStart == 0 && kEvEpilogueDone == 52, "ids stamped by the light Trace");
 
 // ---- kernel set-up -----------------------------------------------------------------------------
 

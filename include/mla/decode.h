@@ -121,7 +121,11 @@ Status schedule(const DecodeArgs& args, const DecodePlan& plan, void* schedule_b
 
 // One layer's attention: main kernel + combine on stream, reusing schedule_buffer written by
 // schedule() for the same cache_seqlens. workspace: plan.workspace_bytes, 16-byte aligned.
-Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedule_buffer,
+// decode() also uses a few words of schedule_buffer as flags between its CTAs and leaves them as
+// schedule() wrote them (zero), so the buffer serves every layer of a step in turn; two decode()
+// calls that may run at the same time need schedule buffers of their own, as they need their
+// own workspaces.
+Status decode(const DecodeArgs& args, const DecodePlan& plan, void* schedule_buffer,
               void* workspace, cudaStream_t stream);
 
 // Debug aid: validates the contents of block_table (page ids in [0, num_pages) for every page

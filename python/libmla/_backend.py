@@ -28,6 +28,12 @@ class _Torch:
         return torch.empty(tuple(shape), dtype=getattr(torch, dtype), device=like.device)
 
     @staticmethod
+    def zeros(shape, dtype, like):
+        import torch
+
+        return torch.zeros(tuple(shape), dtype=getattr(torch, dtype), device=like.device)
+
+    @staticmethod
     def cuda_device(x):
         return x.device.index if x.device.type == "cuda" else None
 
@@ -70,6 +76,16 @@ class _CuPy:
             return cupy.empty(tuple(shape), dtype=dtype)
         with cupy.cuda.Device(dev.id):
             return cupy.empty(tuple(shape), dtype=dtype)
+
+    @staticmethod
+    def zeros(shape, dtype, like):
+        import cupy
+
+        dev = getattr(like, "device", None)
+        if dev is None or not hasattr(dev, "id"):
+            return cupy.zeros(tuple(shape), dtype=dtype)
+        with cupy.cuda.Device(dev.id):
+            return cupy.zeros(tuple(shape), dtype=dtype)
 
     @staticmethod
     def cuda_device(x):
@@ -119,6 +135,12 @@ class _NumPy:
                 # Same element size; only the shape and strides matter on the host.
                 return numpy.empty(tuple(shape), dtype=numpy.float16)
         return numpy.empty(tuple(shape), dtype=dtype)
+
+    @staticmethod
+    def zeros(shape, dtype, like):
+        import numpy
+
+        return numpy.zeros(tuple(shape), dtype=dtype)
 
     @staticmethod
     def cuda_device(x):

@@ -5,7 +5,7 @@ them without graph breaks, and so that the outputs come from torch's caching all
 current stream, which is what CUDA-graph capture needs:
 
   libmla::get_mla_metadata(Tensor cache_seqlens, int s_q, int h_q, int h_kv) -> Tensor
-      the flat int32 schedule buffer [num_sm_parts * 8 + b + 1]
+      the flat int32 schedule buffer [num_sm_parts * 8 + b + 1 + merge flags]
   libmla::flash_mla_with_kvcache(Tensor q, Tensor k_cache, Tensor block_table,
       Tensor cache_seqlens, Tensor tile_scheduler_metadata, Tensor num_splits, int head_dim_v,
       float softmax_scale, bool causal) -> (Tensor out, Tensor lse)
@@ -35,7 +35,7 @@ if _have_custom_op:
     from typing import Tuple
 
     from . import _C
-    from .interface import _decode_arrays, _require_gpu, _schedule_buffer
+    from .interface import _decode_arrays, _require_gpu, _schedule_buffer, _schedule_ints
 
     def _fake_num_sms(t) -> int:
         index = t.device.index
@@ -52,7 +52,7 @@ if _have_custom_op:
     def _(cache_seqlens, s_q, h_q, h_kv):
         b = cache_seqlens.shape[0]
         plan = _C.plan(int(b), s_q, h_q, h_kv, _fake_num_sms(cache_seqlens))
-        return cache_seqlens.new_empty((plan["num_sm_parts"] * 8 + b + 1,), dtype=torch.int32)
+        return cache_seqlens.new_empty((_schedule_ints(plan, int(b)),), dtype=torch.int32)
 
     @torch.library.custom_op("libmla::flash_mla_with_kvcache", mutates_args=())
     def _flash_mla_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor,

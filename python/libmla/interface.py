@@ -10,7 +10,9 @@ Both FlashMLA interfaces are accepted:
 
 The two arrays are views of libmla's schedule buffer (src/sched/metadata.h):
 ``tile_scheduler_metadata`` is ``PartMetadata[num_sm_parts]`` (8 int32 each) and ``num_splits``
-is ``split_offsets[b + 1]`` right after it in memory, as in FlashMLA.
+is ``split_offsets[b + 1]`` right after it in memory, as in FlashMLA. The buffer continues past
+``num_splits`` with the decode kernel's merge flags (zero between calls), so the two views must
+come from get_mla_metadata; arrays copied apart are put back into a new buffer of that layout.
 """
 
 from __future__ import annotations
@@ -78,9 +80,14 @@ def _split_rows(num_q_tokens_per_head_k: int, num_heads_k: int, num_heads_q: Opt
     return rows * h_kv // h_q, h_q
 
 
+def _schedule_ints(plan, b: int) -> int:
+    """int32 elements of the schedule buffer: [num_sm_parts * 8 | b + 1 | merge flags]."""
+    return plan["num_sm_parts"] * 8 + b + 1 + plan["num_merge_flags"]
+
+
 def _schedule_buffer(cache_seqlens, s_q: int, h_q: int, h_kv: int):
     """Runs mla::schedule on the caller's stream into a new int32 buffer of the caller's
-    framework: [num_sm_parts * 8 | b + 1]."""
+    framework: [num_sm_parts * 8 | b + 1 | merge flags]."""
     be = backend_of(cache_seqlens, "cache_seqlens")
     shape = getattr(cache_seqlens, "shape", ())
     if len(shape) != 1:
@@ -90,15 +97,17 @@ def _schedule_buffer(cache_seqlens, s_q: int, h_q: int, h_kv: int):
     b = _check_int("batch (cache_seqlens.shape[0])", int(shape[0]))
     num_sms = _require_gpu(be.cuda_device(cache_seqlens))
     plan = _C.plan(b, s_q, h_q, h_kv, num_sms)
-    parts = plan["num_sm_parts"]
-    buf = be.empty((parts * 8 + b + 1,), "int32", cache_seqlens)
+    buf = be.empty((_schedule_ints(plan, b),), "int32", cache_seqlens)
     _C.schedule(cache_seqlens, s_q, h_q, h_kv, num_sms, buf, be.stream(cache_seqlens))
     return buf
 
 
-def _split_views(be, buf, b: int):
-    parts = (buf.shape[0] - (b + 1)) // 8
-    return be.view_2d(buf[: parts * 8], parts, 8), buf[parts * 8:]
+def _split_views(be, buf, b: int, s_q: int, h_q: int, h_kv: int):
+    """(tile_scheduler_metadata, num_splits) views of a schedule buffer for these shapes."""
+    # Merge flags per part: the decode grid's CTAs per part (a function of the shapes only).
+    flags_per_part = _C.plan(b, s_q, h_q, h_kv, 1)["num_merge_flags"]
+    parts = (int(buf.shape[0]) - (b + 1)) // (8 + flags_per_part)
+    return be.view_2d(buf[: parts * 8], parts, 8), buf[parts * 8: parts * 8 + b + 1]
 
 
 def _decode_arrays(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -123,8 +132,9 @@ def _decode_arrays(q, k_cache, block_table, cache_seqlens, tile_scheduler_metada
     if parts >= 0 and be.data_ptr(num_splits) != be.data_ptr(tile_scheduler_metadata) + 32 * parts:
         # The two arrays were copied apart (e.g. by the caller): rebuild the single buffer the
         # kernel reads. Arrays from get_mla_metadata never take this path.
-        flat = be.flat_concat(tile_scheduler_metadata, num_splits)
-        tile_scheduler_metadata, num_splits = _split_views(be, flat, b)
+        flat = be.flat_concat(be.flat_concat(tile_scheduler_metadata, num_splits),
+                              be.zeros((plan["num_merge_flags"],), "int32", q))
+        tile_scheduler_metadata, num_splits = _split_views(be, flat, b, s_q, h_q, h_kv)
     workspace = be.empty((max(int(plan["workspace_bytes"]), 16),), "uint8", q)
     _C.decode(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, out, lse,
               workspace, head_dim_v, softmax_scale, causal, num_sms, be.stream(q))
@@ -192,7 +202,7 @@ def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads
         buf = _ops.get_mla_metadata(cache_seqlens, s_q, h_q, h_kv)
     else:
         buf = _schedule_buffer(cache_seqlens, s_q, h_q, h_kv)
-    return _split_views(be, buf, int(cache_seqlens.shape[0]))
+    return _split_views(be, buf, int(cache_seqlens.shape[0]), s_q, h_q, h_kv)
 
 
 def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: int,
@@ -250,7 +260,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v: i
                 buf = _ops.get_mla_metadata(cache_seqlens, s_q, h_q, h_kv)
             else:
                 buf = _schedule_buffer(cache_seqlens, s_q, h_q, h_kv)
-            meta.tile_scheduler_metadata, meta.num_splits = _split_views(be, buf, b)
+            meta.tile_scheduler_metadata, meta.num_splits = _split_views(be, buf, b, s_q, h_q,
+                                                                         h_kv)
             meta.config = config
             meta.have_initialized = True
         elif meta.config != config:

@@ -423,9 +423,9 @@ int common_cuda_device(const std::pair<const char*, const A*>&... named) {
   return device;
 }
 
-// Schedule buffer [parts (8 int32 each) | split_offsets (b + 1)]: either one flat array, or the
-// two FlashMLA tensors (tile_scheduler_metadata, num_splits) that are views of it.
-const void* schedule_pointer(const InArray& tile_scheduler_metadata, const InArray& num_splits,
+// Schedule buffer [parts (8 int32 each) | split_offsets (b + 1) | merge flags]: the two FlashMLA
+// tensors (tile_scheduler_metadata, num_splits) are views of its first two sections.
+void* schedule_pointer(const InArray& tile_scheduler_metadata, const InArray& num_splits,
                              const mla::DecodePlan& plan, int batch) {
   require_int32(tile_scheduler_metadata, "tile_scheduler_metadata");
   require_int32(num_splits, "num_splits");
@@ -454,7 +454,9 @@ const void* schedule_pointer(const InArray& tile_scheduler_metadata, const InArr
   if (reinterpret_cast<uintptr_t>(base) % 16 != 0) {
     raise(PyExc_ValueError, "tile_scheduler_metadata must be 16-byte aligned");
   }
-  return base;
+  // decode() uses the merge flags after num_splits in the same buffer (sched/metadata.h) and
+  // leaves them zero; the views come from get_mla_metadata's buffer, which holds them.
+  return const_cast<char*>(base);
 }
 
 void* workspace_pointer(const OutArray& workspace, size_t needed) {
@@ -528,7 +530,7 @@ void check_plan_shapes(int batch, int s_q, int h_q, int h_kv, int num_sms) {
   }
 }
 
-nb::dict plan_dict(const mla::DecodePlan& plan) {
+nb::dict plan_dict(const mla::DecodePlan& plan, int h_kv) {
   nb::dict d;
   d["num_sms"] = plan.num_sms;
   d["rows_per_kv_head"] = plan.rows_per_kv_head;
@@ -536,6 +538,9 @@ nb::dict plan_dict(const mla::DecodePlan& plan) {
   d["num_sm_parts"] = plan.num_sm_parts;
   d["max_partial_slots"] = plan.max_partial_slots;
   d["schedule_bytes"] = plan.schedule_bytes;
+  // int32 merge flags after split_offsets in the schedule buffer (sched/metadata.h): one per
+  // decode CTA, i.e. num_sm_parts * num_m_blocks * h_kv; per part the m-blocks times h_kv.
+  d["num_merge_flags"] = plan.num_sm_parts * plan.num_m_blocks * h_kv;
   d["workspace_bytes"] = plan.workspace_bytes;
   return d;
 }
@@ -596,7 +601,7 @@ NB_MODULE(_C, m) {
       "plan",
       [](int batch, int s_q, int h_q, int h_kv, int num_sms) {
         check_plan_shapes(batch, s_q, h_q, h_kv, num_sms);
-        return plan_dict(mla::plan_decode(shape_args(batch, s_q, h_q, h_kv), num_sms));
+        return plan_dict(mla::plan_decode(shape_args(batch, s_q, h_q, h_kv), num_sms), h_kv);
       },
       "batch"_a, "s_q"_a, "h_q"_a, "h_kv"_a, "num_sms"_a,
       "The host-side plan (sizes of the schedule buffer and workspace) for these shapes.");
@@ -670,9 +675,11 @@ NB_MODULE(_C, m) {
                                              batch, s_q, h_q, h_kv);
         const mla::DecodePlan plan = mla::plan_decode(args, num_sms);
         // The layout's exact size (plan.schedule_bytes rounds it up to 16 for raw allocations;
-        // the Python buffer is exactly [num_sm_parts * 8 + b + 1] int32, FlashMLA's views).
-        const size_t needed = sizeof(int32_t) * (8 * static_cast<size_t>(plan.num_sm_parts) +
-                                                 static_cast<size_t>(batch) + 1);
+        // the Python buffer is exactly [num_sm_parts * 8 + b + 1 + merge flags] int32).
+        const size_t needed =
+            sizeof(int32_t) * (8 * static_cast<size_t>(plan.num_sm_parts) +
+                               static_cast<size_t>(batch) + 1 +
+                               static_cast<size_t>(plan.num_sm_parts) * plan.num_m_blocks * h_kv);
         if (schedule_buffer.nbytes() < needed) {
           raise(PyExc_ValueError, "schedule_buffer must hold at least " +
                                       std::to_string(needed) + " bytes (got " +
@@ -691,7 +698,8 @@ NB_MODULE(_C, m) {
       },
       "cache_seqlens"_a, "s_q"_a, "h_q"_a, "h_kv"_a, "num_sms"_a, "schedule_buffer"_a,
       "stream"_a,
-      "mla::schedule: writes [parts | split_offsets] into schedule_buffer on stream.");
+      "mla::schedule: writes [parts | split_offsets | zeroed merge flags] into schedule_buffer on "
+      "stream.");
 
   m.def(
       "decode",
@@ -722,8 +730,7 @@ NB_MODULE(_C, m) {
           raise(PyExc_ValueError, "num_sms must be > 0 (got " + std::to_string(num_sms) + ")");
         }
         const mla::DecodePlan plan = mla::plan_decode(args, num_sms);
-        const void* sched =
-            schedule_pointer(tile_scheduler_metadata, num_splits, plan, args.batch);
+        void* sched = schedule_pointer(tile_scheduler_metadata, num_splits, plan, args.batch);
         void* ws = workspace_pointer(workspace, plan.workspace_bytes);
         DeviceGuard guard(device);
         mla::Status st;

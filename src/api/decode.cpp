@@ -57,7 +57,7 @@ Status require_hopper() {
 
 }  // namespace
 
-Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedule_buffer,
+Status decode(const DecodeArgs& args, const DecodePlan& plan, void* schedule_buffer,
               void* workspace, cudaStream_t stream) {
   Status status = check(args);
   if (!status.ok()) return status;
@@ -116,6 +116,12 @@ Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedu
   params.lse_partial = partials.lse_partial;
   params.parts = parts;
   params.split_offsets = split_offsets;
+  // The dense kernel merges two-piece requests itself (sched/metadata.h); decode_narrow leaves
+  // them to combine.
+  const bool merge_two_piece = !sm90::decode_dense::runs_narrow_kernel(params.rows_per_kv_head);
+  params.merge_flags = merge_two_piece ? detail::schedule_merge_flags(schedule_buffer, args.batch,
+                                                                      plan.num_sm_parts)
+                                       : nullptr;
   params.scale_log2 = effective_softmax_scale(args) * static_cast<float>(M_LOG2E);
   params.causal = args.causal && args.seqlen_q > 1;
 
@@ -154,6 +160,7 @@ Status decode(const DecodeArgs& args, const DecodePlan& plan, const void* schedu
   combine.out_is_fp16 = args.dtype == DType::kFP16;
   combine.num_sm_parts = plan.num_sm_parts;
   combine.num_sms = plan.num_sms;
+  combine.two_piece_merged = merge_two_piece;
   err = detail::launch_combine(combine, stream, /*programmatic_dependent_launch=*/true);
   if (err != cudaSuccess) return cuda_status(err, "combine kernel launch");
   return Status::Ok();

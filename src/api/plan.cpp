@@ -25,7 +25,7 @@ DecodePlan plan_decode(const DecodeArgs& args, int num_sms) {
   // Each part cuts at most one request, so there are at most batch + parts - 1 pieces.
   plan.max_partial_slots = args.batch + plan.num_sm_parts;
   plan.schedule_bytes = detail::round_up(
-      detail::schedule_buffer_bytes(args.batch, plan.num_sm_parts), 16);
+      detail::schedule_buffer_bytes(args.batch, plan.num_sm_parts, plan.num_m_blocks * h_kv), 16);
   plan.workspace_bytes = detail::workspace_bytes(plan.max_partial_slots, args.seqlen_q,
                                                  args.num_heads_q, args.head_dim_v);
   return plan;

@@ -55,9 +55,10 @@ Status schedule(const DecodeArgs& args, const DecodePlan& plan, void* schedule_b
   const detail::ScheduleTuning tuning{
       .split_overhead_blocks = detail::split_overhead_blocks(),
       .min_split_blocks = detail::min_split_blocks()};
+  // One merge flag per decode CTA (m-block, kv head, part): metadata.h.
   const cudaError_t err = detail::launch_schedule(args.cache_seqlens, args.batch,
                                                   plan.num_sm_parts, tuning, schedule_buffer,
-                                                  stream);
+                                                  stream, expected.num_m_blocks * args.num_heads_kv);
   if (err != cudaSuccess) {
     return Status(StatusCode::kCudaError,
                   std::string("launch_schedule failed: ") + cudaGetErrorName(err) + " (" +

@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(kThreads, kCombineCtasPerSm)
   // before waiting for the main kernel; so may the rows the main kernel never writes.
   const int first = __ldg(params.split_offsets + i);
   const int num_splits = __ldg(params.split_offsets + i + 1) - first;
-  if (num_splits == 1) return;  // final values were written by the main kernel
+  // Final values written by the main kernel.
+  if (num_splits == 1 || (num_splits == 2 && params.two_piece_merged)) return;
   if (num_splits <= 0) {
     for (int c = col_begin + static_cast<int>(threadIdx.x); c < col_end; c += kThreads)
       store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);
@@ -253,7 +254,7 @@ __global__ void __launch_bounds__(kWarpRowsPerCta * 32)
 
   const int first = __ldg(params.split_offsets + i);
   const int num_splits = __ldg(params.split_offsets + i + 1) - first;
-  if (num_splits == 1) return;
+  if (num_splits == 1 || (num_splits == 2 && params.two_piece_merged)) return;
   if (num_splits <= 0) {
     for (int c = lane; c < d4; c += 32)
       store4<kFp16>(params.out, out_offset + 4 * c, make_float4(0.f, 0.f, 0.f, 0.f), vectorised_store);

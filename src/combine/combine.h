@@ -3,6 +3,8 @@
 // For every request i (split_offsets from the schedule buffer, metadata.h), query token s, head h:
 //   num_splits == 0: out = 0, lse = +inf (no key).
 //   num_splits == 1: not touched (the main kernel wrote the final out/lse).
+//   num_splits == 2 with two_piece_merged: not touched either (decode_dense merged the two pieces
+//     itself, sched/metadata.h).
 //   num_splits >= 2: with lse_k, o_k the pieces' log-sum-exps and (already normalised) outputs,
 //     L = log(sum_k exp(lse_k)), out = sum_k exp(lse_k - L) * o_k, lse = L. Pieces with
 //     lse_k = -inf (no visible key, e.g. causal MTP rows) are skipped, whatever their o_k holds;
@@ -27,6 +29,8 @@ struct CombineParams {
   int64_t out_batch_stride = 0, out_seq_stride = 0, out_head_stride = 0;
   float* lse = nullptr;  // [b, h_q, s_q] contiguous
   bool out_is_fp16 = false;  // else bf16
+  // The main kernel merged every request of exactly two pieces (decode_dense with merge flags).
+  bool two_piece_merged = false;
   // Kernel choice only (results are identical): the schedule's part count. With few splits per
   // request (num_sm_parts <= 2 * batch) a warp merges a row; otherwise a CTA of 512 threads.
   // 0 picks the CTA-per-row kernel.

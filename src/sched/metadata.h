@@ -10,12 +10,23 @@
 // Schedule buffer layout (plan.schedule_bytes):
 //   PartMetadata parts[num_sm_parts];
 //   int32_t      split_offsets[batch + 1];   // exclusive prefix sum of splits per request
+//   uint32_t     merge_flags[num_sm_parts * ctas_per_part];   // ctas_per_part = m-blocks x h_kv
+//
+// merge_flags: zeroed by the scheduler; decode_dense uses them during a step and leaves them zero
+// (see "two-piece requests" below), so the buffer serves every layer of the step in turn, but
+// two decode calls that may run at the same time need schedule buffers of their own.
 //
 // Request i has num_splits(i) = split_offsets[i+1] - split_offsets[i] splits, using partial
 // slots [split_offsets[i], split_offsets[i+1]).
 //   num_splits(i) == 0: the request has no KV (length 0); combine writes out = 0, lse = +inf.
 //   num_splits(i) == 1: the main kernel writes out/lse of request i directly (final values).
 //   num_splits(i) >= 2: the main kernel writes partials; combine merges them into out/lse.
+//
+// Two-piece requests in decode_dense (num_splits(i) == 2): piece 1 is the first request of its
+// part and piece 0 the last request of the part before. The CTA that computed piece 1 writes its
+// partial, then sets its merge flag (index: the CTA's linear index in the grid); the CTA of the
+// same m-block and kv head that computes piece 0 waits for that flag, clears it, and merges the
+// partial with its own accumulators into out/lse. Combine skips these requests then.
 #pragma once
 
 #include <cstddef>
@@ -39,10 +50,12 @@ struct alignas(32) PartMetadata {
 };
 static_assert(sizeof(PartMetadata) == 32, "PartMetadata is read as two 16-byte vectors");
 
-// Bytes of the schedule buffer for a batch and part count (parts first, 16-byte aligned).
-inline size_t schedule_buffer_bytes(int batch, int num_sm_parts) {
+// Bytes of the schedule buffer for a batch, part count and CTAs per part (m-blocks x h_kv, the
+// merge flags; 0: none).
+inline size_t schedule_buffer_bytes(int batch, int num_sm_parts, int ctas_per_part) {
   return sizeof(PartMetadata) * static_cast<size_t>(num_sm_parts) +
-         sizeof(int32_t) * (static_cast<size_t>(batch) + 1);
+         sizeof(int32_t) * (static_cast<size_t>(batch) + 1) +
+         sizeof(uint32_t) * static_cast<size_t>(num_sm_parts) * static_cast<size_t>(ctas_per_part);
 }
 
 inline const PartMetadata* schedule_parts(const void* buffer) {
@@ -50,6 +63,11 @@ inline const PartMetadata* schedule_parts(const void* buffer) {
 }
 inline const int32_t* schedule_split_offsets(const void* buffer, int num_sm_parts) {
   return reinterpret_cast<const int32_t*>(static_cast<const PartMetadata*>(buffer) + num_sm_parts);
+}
+inline uint32_t* schedule_merge_flags(void* buffer, int batch, int num_sm_parts) {
+  return reinterpret_cast<uint32_t*>(reinterpret_cast<int32_t*>(static_cast<PartMetadata*>(buffer) +
+                                                                num_sm_parts) +
+                                     batch + 1);
 }
 
 // Workspace layout (plan.workspace_bytes), max_partial_slots = batch + num_sm_parts:

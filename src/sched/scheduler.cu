@@ -94,10 +94,13 @@ __device__ int warp_search_last_le(const CostPrefix& c, int lo, int hi, int64_t 
 __global__ void __launch_bounds__(kThreads, 1)
     schedule_kernel(const int32_t* __restrict__ cache_seqlens, int batch, int num_sm_parts,
                     ScheduleTuning tuning, PartMetadata* __restrict__ parts,
-                    int32_t* split_offsets) {
+                    int32_t* split_offsets, int num_merge_flags) {
   __shared__ Shared sh;
   const int tid = threadIdx.x;
   const int o = tuning.split_overhead_blocks;
+  // The merge flags (metadata.h) start at zero for every step.
+  uint32_t* merge_flags = reinterpret_cast<uint32_t*>(split_offsets + batch + 1);
+  for (int i = tid; i < num_merge_flags; i += kThreads) merge_flags[i] = 0;
   const bool in_smem = batch + 1 <= kSmemCostCap;
   int32_t* cost_store = in_smem ? sh.cost_prefix : split_offsets;
 
@@ -185,15 +188,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 cudaError_t launch_schedule(const int32_t* cache_seqlens_device, int batch, int num_sm_parts,
                             const ScheduleTuning& tuning, void* schedule_buffer,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, int ctas_per_part) {
   if (!schedule_args_valid(batch, num_sm_parts, tuning) || cache_seqlens_device == nullptr ||
-      schedule_buffer == nullptr || reinterpret_cast<uintptr_t>(schedule_buffer) % 16 != 0) {
+      schedule_buffer == nullptr || reinterpret_cast<uintptr_t>(schedule_buffer) % 16 != 0 ||
+      ctas_per_part < 0 || static_cast<int64_t>(ctas_per_part) * num_sm_parts > INT32_MAX) {
     return cudaErrorInvalidValue;
   }
   auto* parts = static_cast<PartMetadata*>(schedule_buffer);
   int32_t* split_offsets = reinterpret_cast<int32_t*>(parts + num_sm_parts);
   schedule_kernel<<<1, kThreads, 0, stream>>>(cache_seqlens_device, batch, num_sm_parts, tuning,
-                                              parts, split_offsets);
+                                              parts, split_offsets,
+                                              ctas_per_part * num_sm_parts);
   return cudaGetLastError();
 }
 

@@ -56,13 +56,14 @@ void schedule_host(const int32_t* cache_seqlens, int batch, int num_sm_parts,
                    const ScheduleTuning& tuning, PartMetadata* parts, int32_t* split_offsets);
 
 // GPU implementation: reads cache_seqlens_device[batch] and writes the schedule buffer layout of
-// metadata.h (parts, then split_offsets) into schedule_buffer (schedule_buffer_bytes(batch,
-// num_sm_parts) bytes, 16-byte aligned). One CTA; asynchronous on stream; no allocation, no sync;
-// graph-capturable. Returns cudaErrorInvalidValue for arguments outside the ranges above or a
-// misaligned buffer, else the launch error.
+// metadata.h (parts, split_offsets, then ctas_per_part * num_sm_parts zeroed merge flags) into
+// schedule_buffer (schedule_buffer_bytes(batch, num_sm_parts, ctas_per_part) bytes, 16-byte
+// aligned). One CTA; asynchronous on stream; no allocation, no sync; graph-capturable. Returns
+// cudaErrorInvalidValue for arguments outside the ranges above, ctas_per_part < 0 or a misaligned
+// buffer, else the launch error.
 cudaError_t launch_schedule(const int32_t* cache_seqlens_device, int batch, int num_sm_parts,
                             const ScheduleTuning& tuning, void* schedule_buffer,
-                            cudaStream_t stream);
+                            cudaStream_t stream, int ctas_per_part = 0);
 
 // Shared by both implementations.
 MLA_SCHED_HD inline int32_t schedule_blocks_of(int32_t len) {

@@ -28,6 +28,7 @@
 #include "reference/cpu_reference.h"
 #include "reference/device_inputs.h"
 #include "reference/gpu_reference.h"
+#include "sched/metadata.h"
 
 namespace {
 
@@ -186,7 +187,10 @@ void make_problem(const Case& c, std::mt19937_64& rng, Problem& p) {
   a.cache_seqlens = p.d_seqlens;
 }
 
-// Poisons out/lse, runs schedule + decode, and returns dense host copies of out (as float) and lse.
+// Poisons the schedule buffer, runs schedule, then decode twice with that schedule (as for two
+// layers of a step; out, lse and the workspace poisoned before each), and returns dense host
+// copies of the second call's out (as float) and lse. Checks that decode left the schedule's
+// merge flags (sched/metadata.h) zero, as the next layer needs them.
 void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
   const mla::DecodeArgs& a = p.args;
   ASSERT_TRUE(mla::check(a).ok()) << mla::check(a).to_string();
@@ -196,15 +200,24 @@ void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
   void* workspace = nullptr;
   CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
   CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
-  CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));  // NaN partials if unwritten
-  CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
-  CUDA_OK(cudaMemset(p.lse, 0xFF, sizeof(float) * a.batch * a.num_heads_q * a.seqlen_q));
+  CUDA_OK(cudaMemset(schedule, 0xFF, plan.schedule_bytes));  // schedule() must write all of it
 
   mla::Status st = mla::schedule(a, plan, schedule, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  st = mla::decode(a, plan, schedule, workspace, nullptr);
-  ASSERT_TRUE(st.ok()) << st.to_string();
+  for (int layer = 0; layer < 2; ++layer) {
+    CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));  // NaN partials if unwritten
+    CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
+    CUDA_OK(cudaMemset(p.lse, 0xFF, sizeof(float) * a.batch * a.num_heads_q * a.seqlen_q));
+    st = mla::decode(a, plan, schedule, workspace, nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
   CUDA_OK(cudaDeviceSynchronize());
+  const size_t num_flags =
+      static_cast<size_t>(plan.num_sm_parts) * plan.num_m_blocks * a.num_heads_kv;
+  std::vector<uint32_t> flags(num_flags);
+  CUDA_OK(cudaMemcpy(flags.data(), mla::detail::schedule_merge_flags(schedule, a.batch, plan.num_sm_parts),
+                     num_flags * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < num_flags; ++i) ASSERT_EQ(flags[i], 0u) << "merge flag " << i << " after decode";
   cudaFree(schedule);
   cudaFree(workspace);
 

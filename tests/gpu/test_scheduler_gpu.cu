@@ -33,10 +33,12 @@ std::vector<int32_t> lengths(std::mt19937_64& rng, int batch, int mode) {
   return lens;
 }
 
-// Runs both implementations, compares every byte of the schedule buffer.
+// Runs both implementations, compares every byte of the schedule buffer; the device's merge
+// flags (kCtasPerPart per part, poisoned before) must come out zero.
+constexpr int kCtasPerPart = 3;
 void compare(const std::vector<int32_t>& lens, int parts, const ScheduleTuning& t) {
   const int batch = static_cast<int>(lens.size());
-  const size_t bytes = schedule_buffer_bytes(batch, parts);
+  const size_t bytes = schedule_buffer_bytes(batch, parts, kCtasPerPart);
   std::vector<uint8_t> host(bytes, 0xAB), dev(bytes, 0xCD);
   schedule_host(lens.data(), batch, parts, t, reinterpret_cast<PartMetadata*>(host.data()),
                 reinterpret_cast<int32_t*>(host.data() + sizeof(PartMetadata) * parts));
@@ -47,7 +49,7 @@ void compare(const std::vector<int32_t>& lens, int parts, const ScheduleTuning& 
   ASSERT_EQ(cudaMemset(d_buf, 0x5A, bytes), cudaSuccess);  // poison: all must be written
   ASSERT_EQ(cudaMemcpy(d_lens, lens.data(), sizeof(int32_t) * batch, cudaMemcpyHostToDevice),
             cudaSuccess);
-  ASSERT_EQ(launch_schedule(d_lens, batch, parts, t, d_buf, nullptr), cudaSuccess);
+  ASSERT_EQ(launch_schedule(d_lens, batch, parts, t, d_buf, nullptr, kCtasPerPart), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(dev.data(), d_buf, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d_lens);
   cudaFree(d_buf);
@@ -64,6 +66,8 @@ void compare(const std::vector<int32_t>& lens, int parts, const ScheduleTuning& 
   const auto* ho = reinterpret_cast<const int32_t*>(hp + parts);
   const auto* dofs = reinterpret_cast<const int32_t*>(dp + parts);
   for (int i = 0; i <= batch; ++i) ASSERT_EQ(ho[i], dofs[i]) << "split_offsets[" << i << "]";
+  const uint32_t* flags = schedule_merge_flags(dev.data(), batch, parts);
+  for (int i = 0; i < parts * kCtasPerPart; ++i) ASSERT_EQ(flags[i], 0u) << "merge flag " << i;
 }
 
 TEST(SchedGpu, DeviceEqualsHost) {
@@ -113,6 +117,7 @@ TEST(SchedGpu, RejectsBadArguments) {
   EXPECT_EQ(launch_schedule(d_lens, 4, kMaxScheduleParts + 1, {}, d_buf, nullptr),
             cudaErrorInvalidValue);
   EXPECT_EQ(launch_schedule(d_lens, 4, 4, {}, d_buf + 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch_schedule(d_lens, 4, 4, {}, d_buf, nullptr, -1), cudaErrorInvalidValue);
   EXPECT_EQ(launch_schedule(nullptr, 4, 4, {}, d_buf, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(d_lens);

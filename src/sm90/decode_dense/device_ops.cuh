@@ -418,6 +418,42 @@ __device__ __forceinline__ void load_q_rows(const Params& params, uint8_t* q_til
   fence_proxy_async();
 }
 
+// ---- two-piece requests: the hand-off between the CTAs of their two pieces (metadata.h) -------
+
+// Called by all threads of the CTA that wrote piece 1 of a two-piece request (its partial rows,
+// by bulk copies or stores, and their lse), once every write of that piece has been issued: waits
+// until the writes are complete and visible at GPU scope, then thread 0 sets the flag (release).
+__device__ __forceinline__ void publish_merge_piece(uint32_t* flag) {
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // this thread's bulk copies
+  asm volatile("fence.proxy.async.global;" ::: "memory");    // their writes, to the generic proxy
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
+  __syncthreads();
+  if (threadIdx.x == 0) asm volatile("st.release.gpu.global.u32 [%0], 1;" ::"l"(flag) : "memory");
+}
+
+// Thread 0 of the CTA that merges piece 0: waits for piece 1's flag (acquire), then clears it for
+// the next decode step that uses the schedule. The caller orders the other threads' reads after
+// this with a barrier; bulk copies issued by this thread afterwards are ordered by the proxy fence.
+__device__ __forceinline__ void acquire_merge_piece(uint32_t* flag) {
+  uint32_t ready = 0;
+  while (true) {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(ready) : "l"(flag) : "memory");
+    if (ready != 0) break;
+    __nanosleep(100);
+  }
+  asm volatile("st.relaxed.gpu.global.u32 [%0], 0;" ::"l"(flag) : "memory");
+  asm volatile("fence.proxy.async.global;" ::: "memory");
+}
+
+// bytes (a multiple of 16) from global src to shared dst, completing on mbarrier bar.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes,
+                                          uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+      ::"r"(dst), "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+}
+
 // ---- the walk over a part's blocks ------------------------------------------------------------
 
 // The CTA's part of the schedule (grid.z), read first thing. Also lets combine (launched with

@@ -526,6 +526,18 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   Trace trace(warpgroup, wg_thread);
   trace(kEvKernelStart);
 
+  // Two-piece requests (metadata.h): this CTA's merge flag. When the CTA's first request is piece
+  // 1 of a two-piece request, the flag is set once that piece's partial is written (publish
+  // pending until then); the CTA that computes piece 0 (the previous part's, same m-block and kv
+  // head) waits for it and merges.
+  // (Recomputed where used from the kernel parameters: no registers held across the loop.)
+  auto my_merge_flag = [&]() {
+    return params.merge_flags + (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  };
+  bool publish_pending =
+      params.merge_flags != nullptr && part.begin_block > 0 &&
+      params.split_offsets[part.begin_req + 1] - params.split_offsets[part.begin_req] == 2;
+
   if (threadIdx.x == 0) {
     const int first_req = next_nonempty_request(params, part, part.begin_req);
     if (first_req >= 0)
@@ -538,6 +550,12 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     const RequestRange range = request_range(part, req, seqlen);
     if (range.first_block >= range.end_block) continue;
     const int32_t* pages = params.block_table + req * params.block_table_batch_stride;
+    if (publish_pending && req != part.begin_req) {
+      // Piece 1 was the previous request, its rows staged and copied out at the transition: the
+      // copies' writes complete while this request's Q and first blocks are on their way.
+      publish_merge_piece(my_merge_flag());
+      publish_pending = false;
+    }
 
     if (params.q_tma) {
       mbarrier_wait(&smem.q_full, q_phase);
@@ -802,6 +820,82 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
       row_valid[h] = global_row < params.rows_per_kv_head;
       pos[h] = row_position(params, kv_head, global_row);
     }
+    // lse = ln(sum) + max * ln(2) (row_max is in the base-2 scaled domain); -inf without a key.
+    auto row_lse = [&](int h) {
+      return total_sum[h] > 0.0f ? (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f
+                                 : -INFINITY;
+    };
+
+    // Piece 0 of a two-piece request (always its part's last request; piece 1 opens the next
+    // part): merged here with piece 1's partial into the final rows, and combine skips the
+    // request. Replaces writing this piece's 64 fp32 rows and combine reading both pieces back.
+    const bool merge_here = params.merge_flags != nullptr && num_splits == 2 && slot == split_begin;
+    bool write_partial = partial;
+    if (merge_here) {
+      const int piece1_slot = split_begin + 1;
+      const int valid_rows = min(kBlockM, params.rows_per_kv_head - first_row);
+      if (threadIdx.x == 0) {
+        // The next part's CTA of this m-block and kv head computed piece 1.
+        acquire_merge_piece(my_merge_flag() + gridDim.x * gridDim.y);
+        mbarrier_arrive_expect_tx(&smem.q_full, valid_rows * kHeadDimV * 4);
+      }
+      __syncthreads();  // everyone's reads of piece 1 after thread 0's acquire
+      // Piece 1's rows into the K buffers (idle: nothing follows this request), one bulk copy
+      // per row by threads 0..63, pitch as the staged fp32 rows so that the accumulator-layout
+      // reads below are free of bank conflicts.
+      if (static_cast<int>(threadIdx.x) < valid_rows) {
+        const RowPosition p = row_position(params, kv_head, first_row + threadIdx.x);
+        asm volatile("fence.proxy.async.global;" ::: "memory");
+        bulk_load(k_base[0] + threadIdx.x * kStagePitchF32,
+                  params.o_partial + ((static_cast<int64_t>(piece1_slot) * params.seqlen_q + p.sq) *
+                                          params.num_heads_q + p.head) * kHeadDimV,
+                  kHeadDimV * 4, &smem.q_full);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float lse1 =
+            row_valid[h]
+                ? __ldcg(params.lse_partial +
+                         (static_cast<int64_t>(piece1_slot) * params.seqlen_q + pos[h].sq) *
+                             params.num_heads_q + pos[h].head)
+                : -INFINITY;
+        // As combine: pieces without a visible key (lse -inf) weigh nothing; the merged lse is
+        // stored here (+inf when neither piece saw a key).
+        const float lse0 = row_lse(h);
+        const float m = fmaxf(lse0, lse1);
+        float w0 = 0.0f, w1 = 0.0f, merged_lse = INFINITY;
+        if (m != -INFINITY) {
+          const float e0 = expf(lse0 - m), e1 = expf(lse1 - m);
+          const float sum = e0 + e1;
+          merged_lse = m + logf(sum);
+          w0 = e0 / sum * row_inv[h];  // o holds this piece unnormalised
+          w1 = e1 / sum;
+        }
+        if (row_valid[h] && warpgroup == 0 && lane % 4 == 0) {
+          const int64_t row = static_cast<int64_t>(req) * params.num_heads_q + pos[h].head;
+          params.lse[row * params.seqlen_q + pos[h].sq] = merged_lse;
+        }
+        row_inv[h] = w0;
+        if (h == 0) row_sum[0] = w1; else row_sum[1] = w1;  // row_sum is free now: piece 1's weight
+      }
+      mbarrier_wait(&smem.q_full, q_phase);
+      q_phase ^= 1;
+      const uint32_t piece1_base = k_base[0] + warpgroup * kHalfV * 4 + col0 * 4;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t row_addr = piece1_base + (row0 + 8 * h) * kStagePitchF32;
+#pragma unroll
+        for (int i = 0; i < kHalfV / 8; ++i) {
+          float a, b;
+          asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(a), "=f"(b) : "r"(row_addr + 32 * i));
+          o[4 * i + 2 * h] = o[4 * i + 2 * h] * row_inv[h] + a * row_sum[h];
+          o[4 * i + 2 * h + 1] = o[4 * i + 2 * h + 1] * row_inv[h] + b * row_sum[h];
+        }
+      }
+      row_inv[0] = row_inv[1] = 1.0f;  // o is final now
+      write_partial = false;
+    }
+
     if (staged_transition) {
       store_rows_staged<Ops, Element>(params, o, row_inv, partial, partial_policy, first_row, slot,
                                       req, kv_head, warpgroup, row0, col0,
@@ -815,7 +909,11 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
           issue_request_start(params, part, kv_map, q_map, smem, m_block, kv_head, next_req,
                               kv_policy, deferred_loads);
       }
-    } else if (next_req < 0 && gridDim.x == 1 && can_stage) {
+    } else if (merge_here && params.out_rows_bulk) {
+      // The merged rows, staged in Q's buffer (the K buffers hold piece 1).
+      store_rows_staged<Ops, Element>(params, o, row_inv, false, partial_policy, first_row, slot,
+                                      req, kv_head, warpgroup, row0, col0, q_base);
+    } else if (!merge_here && next_req < 0 && gridDim.x == 1 && can_stage) {
       // The part's last request with one m-block: nothing is in flight into the K buffers, so
       // the rows are staged there. With several m-blocks (C, E, G), where all CTAs write their
       // last rows at about the same time, the A/B runs showed no gain (E's 17 MB of partials
@@ -830,7 +928,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
         const int dim0 = warpgroup * kHalfV + col0;
         // Stores go through volatile asm so they stay in program order: left to itself the
         // compiler computes all 64 products before storing and spills.
-        if (!partial) {
+        if (!write_partial) {
           Element* out = static_cast<Element*>(params.out) + req * params.out_batch_stride +
                          pos[h].sq * params.out_seq_stride + pos[h].head * params.out_head_stride +
                          dim0;
@@ -855,16 +953,14 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      if (!row_valid[h] || warpgroup != 0 || lane % 4 != 0) continue;
-      const bool any_key = total_sum[h] > 0.0f;
-      // lse = ln(sum) + max * ln(2): row_max is in the base-2 scaled domain.
-      const float lse = (row_max[h] + log2f(total_sum[h])) * 0.69314718055994530942f;
+      if (merge_here || !row_valid[h] || warpgroup != 0 || lane % 4 != 0) continue;
+      const float lse = row_lse(h);
       if (!partial) {
         const int64_t row = static_cast<int64_t>(req) * params.num_heads_q + pos[h].head;
-        params.lse[row * params.seqlen_q + pos[h].sq] = any_key ? lse : INFINITY;
+        params.lse[row * params.seqlen_q + pos[h].sq] = lse == -INFINITY ? INFINITY : lse;
       } else {
         params.lse_partial[(static_cast<int64_t>(slot) * params.seqlen_q + pos[h].sq) *
-                               params.num_heads_q + pos[h].head] = any_key ? lse : -INFINITY;
+                               params.num_heads_q + pos[h].head] = lse;
       }
     }
     trace(kEvEpilogueDone);
@@ -872,6 +968,19 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
     for (int i = 0; i < kHalfV / 2; ++i) o[i] = 0.0f;
     row_max[0] = row_max[1] = -INFINITY;
     row_sum[0] = row_sum[1] = 0.0f;
+  }
+  // A part of one request that is piece 1 of a two-piece request: its rows were this CTA's last
+  // epilogue.
+  if (publish_pending) publish_merge_piece(my_merge_flag());
+  // Piece 0 of a two-piece request that had no blocks to walk (cache_seqlens shorter than when
+  // the schedule was made: results unspecified, but the hand-off must stay balanced): its merge
+  // never ran, so the next part's flag is taken and cleared here, leaving every flag zero.
+  if (params.merge_flags != nullptr && threadIdx.x == 0 &&
+      (part.end_req != part.begin_req || part.begin_block == 0) &&
+      params.split_offsets[part.end_req + 1] - params.split_offsets[part.end_req] == 2) {
+    const RequestRange last = request_range(part, part.end_req, params.cache_seqlens[part.end_req]);
+    if (last.first_block >= last.end_block)
+      acquire_merge_piece(my_merge_flag() + gridDim.x * gridDim.y);
   }
 }
 

@@ -39,6 +39,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 }  // namespace
 
+bool runs_narrow_kernel(int rows_per_kv_head) { return rows_per_kv_head <= decode_narrow::kRows; }
+
 cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& shape,
                    cudaStream_t stream, std::string* error_message) {
   auto fail = [&](const std::string& why) {
@@ -74,7 +76,7 @@ cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& 
   if (res != CUDA_SUCCESS) return fail("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(res));
 
   // At most 16 rows per kv head: the narrow kernel (transposed products, rows as wgmma's N).
-  const bool narrow = params.rows_per_kv_head <= decode_narrow::kRows;
+  const bool narrow = runs_narrow_kernel(params.rows_per_kv_head);
   if (narrow && shape.num_m_blocks != 1) return fail("narrow kernel expects one m-block");
   const int cta_rows = narrow ? decode_narrow::kRows : kBlockM;
 

@@ -24,6 +24,10 @@ struct LaunchShape {
   int num_sm_parts;        // grid.z (grid.y = h_kv)
 };
 
+// Whether launch() runs decode_narrow (at most 16 query rows per kv head) rather than the dense
+// kernel. Only the dense kernel merges two-piece requests (Params::merge_flags).
+bool runs_narrow_kernel(int rows_per_kv_head);
+
 // Launches the kernel on stream. Returns cudaSuccess or the first CUDA error; on a host-side
 // contract violation returns cudaErrorInvalidValue and sets *error_message.
 cudaError_t launch(const Params& params, const KvLayout& kv, const LaunchShape& shape,

@@ -32,6 +32,9 @@ struct Params {
 
   const mla::detail::PartMetadata* parts;  // [num_sm_parts]
   const int32_t* split_offsets;            // [b + 1]
+  // [num_sm_parts * h_kv * num_m_blocks], zero on entry and on exit (metadata.h): the hand-off of
+  // two-piece requests. nullptr: every split piece is written as a partial for combine.
+  uint32_t* merge_flags;
 
   float scale_log2;        // softmax_scale * log2(e): scores live in the base-2 domain
   int causal;              // bottom-right aligned causal mask when s_q > 1

@@ -104,8 +104,9 @@ def _schedule_buffer(cache_seqlens, s_q: int, h_q: int, h_kv: int):
 
 def _split_views(be, buf, b: int, s_q: int, h_q: int, h_kv: int):
     """(tile_scheduler_metadata, num_splits) views of a schedule buffer for these shapes."""
-    # Merge flags per part: the decode grid's CTAs per part (a function of the shapes only).
-    flags_per_part = _C.plan(b, s_q, h_q, h_kv, 1)["num_merge_flags"]
+    # Merge flags per part: the decode grid's CTAs per part, ceil(rows / 64) m-blocks times h_kv
+    # (plan()'s num_merge_flags / num_sm_parts; plain arithmetic, so torch.compile traces it).
+    flags_per_part = -(-(s_q * h_q // h_kv) // 64) * h_kv
     parts = (int(buf.shape[0]) - (b + 1)) // (8 + flags_per_part)
     return be.view_2d(buf[: parts * 8], parts, 8), buf[parts * 8: parts * 8 + b + 1]
 

@@ -231,7 +231,9 @@ def test_plan_matches_flashmla_row_count():
         assert p["num_sm_parts"] >= 1
         same_rows = _C.plan(b, 1, rows * h_kv, h_kv, num_sms)
         assert same_rows["num_sm_parts"] == p["num_sm_parts"]
-        assert p["schedule_bytes"] >= 32 * p["num_sm_parts"] + 4 * (b + 1)
+        # One merge flag per decode CTA; interface._split_views relies on this formula.
+        assert p["num_merge_flags"] == p["num_sm_parts"] * -(-rows // 64) * h_kv
+        assert p["schedule_bytes"] >= 32 * p["num_sm_parts"] + 4 * (b + 1 + p["num_merge_flags"])
     with pytest.raises(ValueError, match="batch must be > 0"):
         _C.plan(0, 1, 16, 1, 132)
 

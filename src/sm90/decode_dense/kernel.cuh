@@ -45,7 +45,9 @@
 // Epilogue: rows normalised by the row sums, stored as 16-bit output (unsplit request) or fp32
 // partials (split). At a transition to the CTA's next request, and at the last request of a CTA
 // with one m-block, the rows are staged in idle K buffers and written with bulk copies
-// (store_rows_staged); otherwise they are stored from the registers.
+// (store_rows_staged); otherwise they are stored from the registers. Piece 0 of a request cut
+// into two pieces (the part's last request) is merged here with piece 1's partial, published by
+// the next part's CTA through a merge flag (sched/metadata.h), and written as final rows.
 //
 // Tokens past cache_seqlens in a request's last page may hold NaN: their scores are replaced by
 // -inf (a select, so NaN does not propagate), and their V rows are zeroed in shared memory before

@@ -11,7 +11,9 @@
 # given as mla-bench shape options in one quoted argument is timed by its own verified run, e.g.
 #   bash scripts/ab_bench.sh C E "--batch 1 --seqlen 32768 --heads 16"
 # A third tree in build-ab/alt (same kind of export) is timed too when present. BENCH_ARGS (env)
-# adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16".
+# adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16". AB_NEW_BUILD (env): a
+# build tree of this checkout that already holds mla-bench (e.g. build/ after gpu_check.sh
+# build), used for the new side instead of building build-ab/new-build.
 # Prints one line per run and the per-case medians; logs to $OUT.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,8 +32,11 @@ if [ ! -f build-ab/base/CMakeLists.txt ]; then
 fi
 ( cmake -S build-ab/base -B build-ab/base-build $gen "${common[@]}" &&
   cmake --build build-ab/base-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_base.log" 2>&1 &
-( cmake -S . -B build-ab/new-build $gen "${common[@]}" &&
-  cmake --build build-ab/new-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_new.log" 2>&1 &
+new_build="${AB_NEW_BUILD:-build-ab/new-build}"
+if [ -z "${AB_NEW_BUILD:-}" ]; then
+  ( cmake -S . -B build-ab/new-build $gen "${common[@]}" &&
+    cmake --build build-ab/new-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_new.log" 2>&1 &
+fi
 sides=(base new)
 if [ -f build-ab/alt/CMakeLists.txt ]; then
   sides+=(alt)
@@ -39,8 +44,11 @@ if [ -f build-ab/alt/CMakeLists.txt ]; then
     cmake --build build-ab/alt-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_alt.log" 2>&1 &
 fi
 wait
+bench_of() {  # side
+  if [ "$1" = new ]; then echo "$new_build/tools/mla-bench/mla-bench"; else echo "build-ab/$1-build/tools/mla-bench/mla-bench"; fi
+}
 for side in "${sides[@]}"; do
-  [ -x "build-ab/$side-build/tools/mla-bench/mla-bench" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log"; exit 1; }
+  [ -x "$(bench_of "$side")" ] || { echo "$side build failed"; tail -20 "$out/ab_build_$side.log" 2>/dev/null; exit 1; }
 done
 
 # Shape k is logged as "s<k>". The time is the first field after "|" of the row whose first
@@ -53,7 +61,7 @@ letters=()
 for c in "${cases[@]}"; do [[ "$c" =~ ^[A-H]$ ]] && letters+=("$c"); done
 for r in $(seq "$rounds"); do
   for side in "${sides[@]}"; do
-    bench="build-ab/$side-build/tools/mla-bench/mla-bench"
+    bench="$(bench_of "$side")"
     if [ ${#letters[@]} -gt 0 ]; then
       "$bench" ${BENCH_ARGS:-} > "$out/run_${side}_$r.txt" 2>/dev/null ||
         echo "WARNING: $side, round $r: mla-bench failed (a case failed verification?), see $out/run_${side}_$r.txt"

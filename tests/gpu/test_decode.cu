@@ -190,8 +190,10 @@ void make_problem(const Case& c, std::mt19937_64& rng, Problem& p) {
 // Poisons the schedule buffer, runs schedule, then decode twice with that schedule (as for two
 // layers of a step; out, lse and the workspace poisoned before each), and returns dense host
 // copies of the second call's out (as float) and lse. Checks that decode left the schedule's
-// merge flags (sched/metadata.h) zero, as the next layer needs them.
-void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
+// merge flags (sched/metadata.h) zero, as the next layer needs them. pieces (optional): the
+// schedule's piece count of each request, appended.
+void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse,
+                std::vector<int>* pieces = nullptr) {
   const mla::DecodeArgs& a = p.args;
   ASSERT_TRUE(mla::check(a).ok()) << mla::check(a).to_string();
   const int num_sms = mla::device_num_sms(0);
@@ -204,6 +206,13 @@ void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
 
   mla::Status st = mla::schedule(a, plan, schedule, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
+  if (pieces) {
+    std::vector<int32_t> offsets(a.batch + 1);
+    CUDA_OK(cudaMemcpy(offsets.data(),
+                       mla::detail::schedule_split_offsets(schedule, plan.num_sm_parts),
+                       offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    for (int i = 0; i < a.batch; ++i) pieces->push_back(offsets[i + 1] - offsets[i]);
+  }
   for (int layer = 0; layer < 2; ++layer) {
     CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));  // NaN partials if unwritten
     CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
@@ -259,12 +268,14 @@ struct Worst {
 };
 
 // Runs one case and checks it; updates worst-error statistics.
-void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu_reference) {
+// pieces (optional): as run_decode's.
+void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu_reference,
+                std::vector<int>* pieces = nullptr) {
   SCOPED_TRACE(c.name());
   Problem p;
   ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
   std::vector<float> out, lse, out_ref, lse_ref;
-  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out, &lse));
+  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out, &lse, pieces));
   ASSERT_NO_FATAL_FAILURE(reference_gpu(p, &out_ref, &lse_ref));
 
   const ref::CompareResult co = ref::compare(out.data(), out_ref.data(), out.size(), kOutAtol, kOutRtol);
@@ -384,6 +395,37 @@ TEST(DecodeGpu, LongSequencesAndSmallBatch) {
   for (const Case& c : cases) check_case(c, rng, nullptr, false);
 }
 
+// decode_dense merges requests of 2 pieces itself (one CTA waits for the other's partial,
+// sched/metadata.h), combine the longer ones (3 pieces: the shortest that combine merges while
+// decode_dense merges others in the same step). Varlen batches whose schedules hold requests of
+// 2, 3 and more pieces (asserted, so the test cannot pass without exercising them), with one and
+// two m-blocks per kv head and with two kv heads.
+TEST(DecodeGpu, DenseInKernelMergesAndCombine) {
+  MLA_SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  std::vector<int> pieces;
+  const Case cases[] = {
+      {.batch = 64, .s_q = 1, .seqlen = 4096, .h_q = 128, .h_kv = 1, .varlen = true},
+      {.dtype = mla::DType::kFP16, .batch = 64, .s_q = 1, .seqlen = 4096, .h_q = 128, .h_kv = 1,
+       .varlen = true},
+      {.batch = 40, .s_q = 2, .seqlen = 3000, .h_q = 64, .h_kv = 1, .varlen = true, .causal = true},
+      {.batch = 24, .s_q = 1, .seqlen = 6000, .h_q = 128, .h_kv = 2, .varlen = true,
+       .zero_fraction = 0.2},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, false, &pieces);
+  int with_two = 0, with_three = 0, with_more = 0;
+  for (int n : pieces) {
+    with_two += n == 2;
+    with_three += n == 3;
+    with_more += n > 3;
+  }
+  std::printf("[ merges  ] requests of 2 pieces: %d, of 3: %d, of more: %d\n", with_two, with_three,
+              with_more);
+  EXPECT_GT(with_two, 0);
+  EXPECT_GT(with_three, 0);
+  EXPECT_GT(with_more, 0);
+}
+
 TEST(DecodeGpu, BitwiseDeterministic) {
   MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
@@ -408,6 +450,8 @@ TEST(DecodeGpu, SanitizerSubset) {
       {.batch = 2, .s_q = 2, .seqlen = 140, .h_q = 64, .h_kv = 2, .varlen = true, .causal = true},
       {.dtype = mla::DType::kFP16, .batch = 1, .s_q = 1, .seqlen = 1000, .h_q = 128, .h_kv = 1},
       {.batch = 3, .s_q = 4, .seqlen = 20, .h_q = 3, .h_kv = 1, .causal = true, .padded_strides = true},
+      // decode_dense's in-kernel merges of 2 pieces next to combine's merges of 3 or more.
+      {.batch = 12, .s_q = 1, .seqlen = 300, .h_q = 128, .h_kv = 1, .varlen = true},
       // decode_narrow with Q by TMA: several requests per CTA (Q slots reused), split requests
       // (partials + combine), partial last pages.
       {.batch = 64, .s_q = 1, .seqlen = 140, .h_q = 16, .h_kv = 1, .varlen = true},
@@ -427,7 +471,7 @@ TEST(DecodeGpu, SanitizerStaleShorterLengthsComplete) {
   MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();
   const Case cases[] = {
-      {.batch = 6, .s_q = 1, .seqlen = 300, .h_q = 128, .h_kv = 1, .varlen = true},
+      {.batch = 12, .s_q = 1, .seqlen = 300, .h_q = 128, .h_kv = 1, .varlen = true},
       {.batch = 5, .s_q = 2, .seqlen = 200, .h_q = 64, .h_kv = 1, .varlen = true, .causal = true},
       {.batch = 9, .s_q = 1, .seqlen = 300, .h_q = 16, .h_kv = 1, .varlen = true},
   };

@@ -396,10 +396,9 @@ TEST(DecodeGpu, LongSequencesAndSmallBatch) {
 }
 
 // decode_dense merges requests of 2 pieces itself (one CTA waits for the other's partial,
-// sched/metadata.h), combine the longer ones (3 pieces: the shortest that combine merges while
-// decode_dense merges others in the same step). Varlen batches whose schedules hold requests of
-// 2, 3 and more pieces (asserted, so the test cannot pass without exercising them), with one and
-// two m-blocks per kv head and with two kv heads.
+// sched/metadata.h), combine those of 3 or more, both in one step. Varlen batches whose
+// schedules hold requests of 2, 3 and more pieces (asserted, so the test cannot pass without
+// exercising them), with one and two m-blocks per kv head and with two kv heads.
 TEST(DecodeGpu, DenseInKernelMergesAndCombine) {
   MLA_SKIP_WITHOUT_HOPPER();
   auto rng = fresh_rng();

@@ -2,9 +2,13 @@
 # One-call GPU session: build (Release, all CPU cores), then the requested stages, logs to $OUT.
 # Used on the lent H200 (see docs/PERF.md); works on any machine with a Hopper GPU.
 #   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench profile
-#   trace memprofile python sass
+#   trace memprofile python sass ab
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
-# the whole call.
+# the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400).
+# ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of
+# the base commit, carried along), ROUNDS (default 3) whole mla-bench runs per side, AB_CASES
+# (env) the case letters (default all eight). With ab among the stages the base tree is built in the
+# background from the start, beside the other stages.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,6 +19,14 @@ stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(build tests)
 status=0
 gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+
+base_build_pid=""
+if [[ " ${stages[*]} " == *" ab "* && -f build-ab/base/CMakeLists.txt ]]; then
+  ( cmake -S build-ab/base -B build-ab/base-build $gen -DCMAKE_BUILD_TYPE=Release \
+      -DMLA_BUILD_TESTS=OFF -DMLA_BUILD_PYTHON=OFF -DMLA_CUTLASS_INCLUDE_DIR="$root/.deps/cutlass/include" &&
+    cmake --build build-ab/base-build -j6 --target mla-bench ) > "$out/ab_base_build.log" 2>&1 &
+  base_build_pid=$!
+fi
 
 run_stage() {  # name limit_s command...
   local name=$1 limit=$2; shift 2
@@ -36,7 +48,7 @@ for stage in "${stages[@]}"; do
       ;;
     tests)
       run_stage cpu_tests 120 "$build/tests/mla_cpu_tests" --gtest_brief=1
-      run_stage gpu_tests 400 "$build/tests/mla_gpu_tests" --gtest_filter="${GTEST_FILTER:-*-DecodeGpu.FullSweep}"
+      run_stage gpu_tests "${GPU_TESTS_LIMIT:-400}" "$build/tests/mla_gpu_tests" --gtest_filter="${GTEST_FILTER:-*-DecodeGpu.FullSweep}"
       ;;
     sweep)
       run_stage sweep 500 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.FullSweep'
@@ -92,6 +104,18 @@ for stage in "${stages[@]}"; do
       py=$(command -v python3)
       run_stage python_build 300 bash -c "cmake -S . -B build-pyext ${gen:-} -DCMAKE_BUILD_TYPE=Release -DMLA_BUILD_PYTHON=ON -DMLA_BUILD_TESTS=OFF -DMLA_BUILD_BENCH=OFF -DPython_EXECUTABLE=$py && cmake --build build-pyext -j\$(nproc)"
       PYTHONPATH="$root/build-pyext/python/pkg" run_stage python_tests 400 "$py" -m pytest -p no:cacheprovider -q -rs tests/python
+      ;;
+    ab)
+      [ -n "$base_build_pid" ] && wait "$base_build_pid"  # ab_bench.sh then finds it built
+      # shellcheck disable=SC2086  # AB_CASES: several shapes, split on spaces
+      run_stage ab "${AB_LIMIT:-300}" env ROUNDS="${ROUNDS:-3}" AB_NEW_BUILD="$build" OUT="$out/ab" \
+        bash scripts/ab_bench.sh ${AB_CASES:-}
+      # One line per case and side: the runs' times (us), for the reading by eye.
+      [ -f "$out/ab/ab.txt" ] && awk -v names="${AB_CASES:-A B C D E F G H}" '
+        BEGIN { n = split(names, name, " ") }
+        { v[$1" "$2] = v[$1" "$2]" "$3 }
+        END { for (k in v) { split(k, f, " "); print name[substr(f[1], 2) + 1]" "f[2]":"v[k] } }' \
+        "$out/ab/ab.txt" | sort
       ;;
     *) echo "unknown stage $stage"; status=1 ;;
   esac

@@ -7,8 +7,9 @@
 # the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400).
 # ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of
 # the base commit, carried along), ROUNDS (default 3) whole mla-bench runs per side, AB_CASES
-# (env) the case letters (default all eight). With ab among the stages the base tree is built in the
-# background from the start, beside the other stages.
+# (env) the case letters (default all eight), AB_LIMIT (env) its time limit (default 300 s).
+# With ab among the stages the base tree is built in the background from the start, beside the
+# other stages.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -107,7 +108,7 @@ for stage in "${stages[@]}"; do
       ;;
     ab)
       [ -n "$base_build_pid" ] && wait "$base_build_pid"  # ab_bench.sh then finds it built
-      # shellcheck disable=SC2086  # AB_CASES: several shapes, split on spaces
+      # shellcheck disable=SC2086  # AB_CASES: several case letters, split on spaces
       run_stage ab "${AB_LIMIT:-300}" env ROUNDS="${ROUNDS:-3}" AB_NEW_BUILD="$build" OUT="$out/ab" \
         bash scripts/ab_bench.sh ${AB_CASES:-}
       # One line per case and side: the runs' times (us), for the reading by eye.

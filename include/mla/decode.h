@@ -124,10 +124,8 @@ Status schedule(const DecodeArgs& args, const DecodePlan& plan, void* schedule_b
 // decode() also uses a few words of schedule_buffer as flags between its CTAs and leaves them as
 // schedule() wrote them (zero), so the buffer serves every layer of a step in turn; two decode()
 // calls that may run at the same time need schedule buffers of their own, as they need their
-// own workspaces. The main kernel's CTAs hand partial results to each other: plan for the SMs
-// the stream can use (device_num_sms unless, e.g., MPS or green contexts give it fewer); the
-// step needs more than plan.num_m_blocks * h_kv of its CTAs resident at once to finish
-// (docs/decode_dense.md).
+// own workspaces. The main kernel's CTAs hand partial results to each other, each waiting only
+// for CTAs the GPU started before it (docs/decode_dense.md).
 Status decode(const DecodeArgs& args, const DecodePlan& plan, void* schedule_buffer,
               void* workspace, cudaStream_t stream);
 

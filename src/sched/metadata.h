@@ -24,9 +24,9 @@
 //
 // Two-piece requests in decode_dense (num_splits(i) == 2): piece 1 is the first request of its
 // part and piece 0 the last request of the part before. The CTA that computed piece 1 writes its
-// partial, then sets its merge flag (index: the CTA's linear index in the grid); the CTA of the
-// same m-block and kv head that computes piece 0 waits for that flag, clears it, and merges the
-// partial with its own accumulators into out/lse. Combine skips these requests then.
+// partial, then sets its merge flag (index: (part * h_kv + kv head) * m-blocks + m-block); the
+// CTA of the same m-block and kv head that computes piece 0 waits for that flag, clears it, and
+// merges the partial with its own accumulators into out/lse. Combine skips these requests then.
 #pragma once
 
 #include <cstddef>

@@ -15,12 +15,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gpu/hopper_gpu.h"
@@ -187,6 +189,24 @@ void make_problem(const Case& c, std::mt19937_64& rng, Problem& p) {
   a.cache_seqlens = p.d_seqlens;
 }
 
+// Dense host copies of p's out (as float) and lse.
+void read_results(const Problem& p, std::vector<float>* out, std::vector<float>* lse) {
+  const mla::DecodeArgs& a = p.args;
+  const int dv = mla::kHeadDimV;
+  std::vector<uint16_t> raw(p.out_elems);
+  CUDA_OK(cudaMemcpy(raw.data(), p.out, p.out_elems * 2, cudaMemcpyDeviceToHost));
+  out->assign(static_cast<size_t>(a.batch) * a.seqlen_q * a.num_heads_q * dv, 0.0f);
+  for (int b = 0; b < a.batch; ++b)
+    for (int s = 0; s < a.seqlen_q; ++s)
+      for (int h = 0; h < a.num_heads_q; ++h) {
+        const size_t src = b * a.out_batch_stride + s * a.out_seq_stride + h * a.out_head_stride;
+        const size_t dst = ((static_cast<size_t>(b) * a.seqlen_q + s) * a.num_heads_q + h) * dv;
+        for (int e = 0; e < dv; ++e) (*out)[dst + e] = ref::half_to_float(a.dtype, raw[src + e]);
+      }
+  lse->resize(static_cast<size_t>(a.batch) * a.num_heads_q * a.seqlen_q);
+  CUDA_OK(cudaMemcpy(lse->data(), p.lse, sizeof(float) * lse->size(), cudaMemcpyDeviceToHost));
+}
+
 // Poisons the schedule buffer, runs schedule, then decode twice with that schedule (as for two
 // layers of a step; out, lse and the workspace poisoned before each), and returns dense host
 // copies of the second call's out (as float) and lse. Checks that decode left the schedule's
@@ -230,19 +250,7 @@ void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse,
   cudaFree(schedule);
   cudaFree(workspace);
 
-  const int dv = mla::kHeadDimV;
-  std::vector<uint16_t> raw(p.out_elems);
-  CUDA_OK(cudaMemcpy(raw.data(), p.out, p.out_elems * 2, cudaMemcpyDeviceToHost));
-  out->assign(static_cast<size_t>(a.batch) * a.seqlen_q * a.num_heads_q * dv, 0.0f);
-  for (int b = 0; b < a.batch; ++b)
-    for (int s = 0; s < a.seqlen_q; ++s)
-      for (int h = 0; h < a.num_heads_q; ++h) {
-        const size_t src = b * a.out_batch_stride + s * a.out_seq_stride + h * a.out_head_stride;
-        const size_t dst = ((static_cast<size_t>(b) * a.seqlen_q + s) * a.num_heads_q + h) * dv;
-        for (int e = 0; e < dv; ++e) (*out)[dst + e] = ref::half_to_float(a.dtype, raw[src + e]);
-      }
-  lse->resize(static_cast<size_t>(a.batch) * a.num_heads_q * a.seqlen_q);
-  CUDA_OK(cudaMemcpy(lse->data(), p.lse, sizeof(float) * lse->size(), cudaMemcpyDeviceToHost));
+  ASSERT_NO_FATAL_FAILURE(read_results(p, out, lse));
 }
 
 void reference_gpu(Problem& p, std::vector<float>* out, std::vector<float>* lse) {
@@ -322,6 +330,23 @@ std::mt19937_64 fresh_rng() {
   const uint64_t seed = std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32);
   std::printf("[ decode  ] random seed %llu\n", static_cast<unsigned long long>(seed));
   return std::mt19937_64(seed);
+}
+
+// Holds one SM (its shared memory rules out a second CTA of this kernel or a decode CTA beside
+// it) until *release is set from the host, or for at most max_ns: the safety exit lets a test
+// that finds decode hung release its SMs and fail instead of hanging the suite.
+constexpr int kHoldSmemBytes = 200 * 1024;
+__global__ void hold_sm_kernel(volatile uint32_t* arrived, const volatile uint32_t* release,
+                               uint64_t max_ns) {
+  if (threadIdx.x != 0) return;
+  uint64_t start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  arrived[blockIdx.x] = 1;
+  __threadfence_system();
+  do {
+    __nanosleep(2000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (*release == 0 && now - start < max_ns);
 }
 
 // ---- tests -------------------------------------------------------------------------------------
@@ -504,6 +529,115 @@ TEST(DecodeGpu, SanitizerStaleShorterLengthsComplete) {
     cudaFree(schedule);
     cudaFree(workspace);
   }
+}
+
+// decode_dense's CTAs wait for each other (requests merged in the kernel, sched/metadata.h). The
+// step must still finish when far fewer SMs are free than the plan counted (another stream's
+// kernel holding the rest, as under MPS or beside a concurrent kernel): here all but one part's
+// worth of SMs (num_m_blocks * h_kv) are held by hold_sm_kernel while decode runs. A CTA that
+// waited for a CTA not yet started would hang this step until the holders let go (then the test
+// fails on time, not by hanging).
+TEST(DecodeGpu, DenseFinishesWithFewSmsFree) {
+  MLA_SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  // Short requests, so that parts hold several and many requests are cut in two (asserted).
+  const Case c{.batch = 64, .s_q = 1, .seqlen = 256, .h_q = 128, .h_kv = 1, .varlen = true};
+  SCOPED_TRACE(c.name());
+  Problem p;
+  ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
+  const mla::DecodeArgs& a = p.args;
+  const int num_sms = mla::device_num_sms(0);
+  const mla::DecodePlan plan = mla::plan_decode(a, num_sms);
+  void* schedule = nullptr;
+  void* workspace = nullptr;
+  CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
+  CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+  ASSERT_TRUE(mla::schedule(a, plan, schedule, nullptr).ok());
+  std::vector<int32_t> offsets(a.batch + 1);
+  CUDA_OK(cudaMemcpy(offsets.data(), mla::detail::schedule_split_offsets(schedule, plan.num_sm_parts),
+                     offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  int two_piece = 0;
+  for (int i = 0; i < a.batch; ++i) two_piece += offsets[i + 1] - offsets[i] == 2;
+  ASSERT_GT(two_piece, 0) << "the schedule has no request of two pieces: nothing waits";
+  // One unhindered run first: it loads the kernels (lazy module loading can wait for the whole
+  // context, holders included) and leaves the merge flags as the scheduler wrote them.
+  ASSERT_TRUE(mla::decode(a, plan, schedule, workspace, nullptr).ok());
+  CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));
+  CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
+  CUDA_OK(cudaMemset(p.lse, 0xFF, sizeof(float) * a.batch * a.num_heads_q * a.seqlen_q));
+  CUDA_OK(cudaDeviceSynchronize());
+
+  const int free_sms = plan.num_m_blocks * a.num_heads_kv;
+  const int held_sms = num_sms - free_sms;
+  ASSERT_GT(held_sms, 0);
+  uint32_t* host_flags = nullptr;  // [0, held_sms): arrived; [held_sms]: release
+  CUDA_OK(cudaHostAlloc(reinterpret_cast<void**>(&host_flags), sizeof(uint32_t) * (held_sms + 1),
+                        cudaHostAllocMapped));
+  std::fill(host_flags, host_flags + held_sms + 1, 0u);
+  uint32_t* device_flags = nullptr;
+  CUDA_OK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_flags), host_flags, 0));
+  volatile uint32_t* arrived = host_flags;
+  volatile uint32_t* release = host_flags + held_sms;
+  cudaStream_t hold_stream = nullptr, decode_stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&hold_stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&decode_stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaFuncSetAttribute(hold_sm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               kHoldSmemBytes));
+  using Clock = std::chrono::steady_clock;
+  hold_sm_kernel<<<held_sms, 32, kHoldSmemBytes, hold_stream>>>(device_flags,
+                                                                device_flags + held_sms,
+                                                                60ull * 1000000000ull);
+  CUDA_OK(cudaGetLastError());
+  int holding = 0;
+  for (const auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until;) {
+    holding = 0;
+    for (int i = 0; i < held_sms; ++i) holding += arrived[i] != 0;
+    if (holding == held_sms) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  bool finished = false;
+  double seconds = 0;
+  mla::Status st;
+  if (holding == held_sms) {  // every holder resident: exactly free_sms SMs are left for decode
+    const auto start = Clock::now();
+    st = mla::decode(a, plan, schedule, workspace, decode_stream);
+    if (st.ok()) {
+      for (const auto until = start + std::chrono::seconds(20); Clock::now() < until;) {
+        const cudaError_t q = cudaStreamQuery(decode_stream);
+        if (q != cudaErrorNotReady) {
+          finished = q == cudaSuccess;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    }
+  }
+  *release = 1;  // a hung decode finishes once the holders are gone
+  const cudaError_t sync = cudaDeviceSynchronize();
+  cudaStreamDestroy(hold_stream);
+  cudaStreamDestroy(decode_stream);
+  cudaFreeHost(host_flags);
+  ASSERT_EQ(sync, cudaSuccess) << cudaGetErrorString(sync);
+  ASSERT_EQ(holding, held_sms) << "only " << holding << " of " << held_sms
+                               << " SM holders became resident (another process on the GPU?)";
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  std::printf("[ few SMs ] %d of %d SMs free, %d requests of two pieces: decode took %.3f s\n",
+              free_sms, num_sms, two_piece, seconds);
+  EXPECT_TRUE(finished) << "decode did not finish within 20 s with " << free_sms
+                        << " SMs free (a CTA waited for one that had not started)";
+
+  std::vector<float> out, lse, out_ref, lse_ref;
+  ASSERT_NO_FATAL_FAILURE(read_results(p, &out, &lse));
+  ASSERT_NO_FATAL_FAILURE(reference_gpu(p, &out_ref, &lse_ref));
+  const ref::CompareResult co = ref::compare(out.data(), out_ref.data(), out.size(), kOutAtol, kOutRtol);
+  const ref::CompareResult cl = ref::compare(lse.data(), lse_ref.data(), lse.size(), kLseAtol, 0.0);
+  EXPECT_TRUE(co.ok) << "out: " << co.summary;
+  EXPECT_LE(co.rel_frobenius, kOutRelFrobenius) << "out: " << co.summary;
+  EXPECT_TRUE(cl.ok) << "lse: " << cl.summary;
+  cudaFree(schedule);
+  cudaFree(workspace);
 }
 
 TEST(DecodeGpu, RejectsBadCallArguments) {

@@ -300,7 +300,8 @@ static int run_light(const char* name, int b, int s_k, int h_q, int s_q) {
   std::map<int, std::pair<double, int>> by_pieces;
   for (const auto& [mean, c] : order) {
     const int x = c % plan.num_m_blocks;
-    const int z = c / (plan.num_m_blocks * problem.args.num_heads_kv);
+    // c is the CTA's linear grid index; decode_dense numbers parts from the last grid.z down.
+    const int z = plan.num_sm_parts - 1 - c / (plan.num_m_blocks * problem.args.num_heads_kv);
     const mla::detail::PartMetadata& p = parts[z];
     const int pieces = p.end_req - p.begin_req + 1;
     std::printf("   %3d %4d %d %3d %6d %6d |", c, z, x, smid[0][c], pieces, p.num_blocks);

@@ -456,11 +456,18 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
 
 // ---- the walk over a part's blocks ------------------------------------------------------------
 
-// The CTA's part of the schedule (grid.z), read first thing. Also lets combine (launched with
+// The CTA's SM part. Parts are numbered from the last grid.z index down, so that the CTAs of
+// later parts start first (CTAs start in index order): a CTA that merges waits for a CTA of the
+// next part (metadata.h), which is then always running already, however few SMs are free.
+__device__ __forceinline__ int part_index() {
+  return static_cast<int>(gridDim.z - 1 - blockIdx.z);
+}
+
+// The CTA's part of the schedule, read first thing. Also lets combine (launched with
 // programmatic dependent launch) get its CTAs resident early; it still waits for this whole grid
 // to finish before reading partials.
 __device__ __forceinline__ mla::detail::PartMetadata begin_part(const Params& params) {
-  const mla::detail::PartMetadata part = params.parts[blockIdx.z];
+  const mla::detail::PartMetadata part = params.parts[part_index()];
   asm volatile("griddepcontrol.launch_dependents;");
   return part;
 }

@@ -1,9 +1,10 @@
 // sm90 dense MLA decode kernel (bf16 / fp16 q and KV, fp32 accumulation).
 //
 // Grid: (num_m_blocks, h_kv, num_sm_parts). A CTA owns 64 query rows (the s_q * h_q / h_kv rows
-// that share kv head blockIdx.y, tile blockIdx.x) and walks the KV blocks of SM part blockIdx.z
-// as the scheduler dealt them (src/sched/metadata.h): possibly the tail of one request, whole
-// requests, and the head of another. One CTA per SM (about 225 KiB of shared memory).
+// that share kv head blockIdx.y, tile blockIdx.x) and walks the KV blocks of SM part
+// part_index() (gridDim.z - 1 - blockIdx.z: later parts start first) as the scheduler dealt
+// them (src/sched/metadata.h): possibly the tail of one request, whole requests, and the head of
+// another. One CTA per SM (about 225 KiB of shared memory).
 //
 // Two warpgroups, "seesaw" schedule (the idea of FlashMLA's public deep-dive): the 64 x 512 fp32
 // output is split by columns, O_L (dims 0..255) in WG0's registers and O_R (256..511) in WG1's.
@@ -534,7 +535,7 @@ __device__ __forceinline__ void attend(const Params& params, const mla::detail::
   // head) waits for it and merges.
   // (Recomputed where used from the kernel parameters: no registers held across the loop.)
   auto my_merge_flag = [&]() {
-    return params.merge_flags + (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    return params.merge_flags + (part_index() * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
   };
   bool publish_pending =
       params.merge_flags != nullptr && part.begin_block > 0 &&

@@ -620,8 +620,14 @@ TEST(DecodeGpu, DenseFinishesWithFewSmsFree) {
   cudaStreamDestroy(decode_stream);
   cudaFreeHost(host_flags);
   ASSERT_EQ(sync, cudaSuccess) << cudaGetErrorString(sync);
-  ASSERT_EQ(holding, held_sms) << "only " << holding << " of " << held_sms
-                               << " SM holders became resident (another process on the GPU?)";
+  if (holding != held_sms) {
+    // The setup, not decode, failed: another process holds SMs (or fewer are usable than the
+    // device reports), so the step cannot be confined to free_sms SMs here.
+    cudaFree(schedule);
+    cudaFree(workspace);
+    GTEST_SKIP() << "only " << holding << " of " << held_sms
+                 << " SM holders became resident within 10 s (another process on the GPU?)";
+  }
   ASSERT_TRUE(st.ok()) << st.to_string();
   std::printf("[ few SMs ] %d of %d SMs free, %d requests of two pieces: decode took %.3f s\n",
               free_sms, num_sms, two_piece, seconds);

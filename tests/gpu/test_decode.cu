@@ -207,6 +207,31 @@ void read_results(const Problem& p, std::vector<float>* out, std::vector<float>*
   CUDA_OK(cudaMemcpy(lse->data(), p.lse, sizeof(float) * lse->size(), cudaMemcpyDeviceToHost));
 }
 
+// The caller-owned buffers of one decode step (plan.schedule_bytes, plan.workspace_bytes), freed
+// with the test's scope.
+struct StepBuffers {
+  void* schedule = nullptr;
+  void* workspace = nullptr;
+  ~StepBuffers() {
+    cudaFree(schedule);
+    cudaFree(workspace);
+  }
+};
+
+void alloc_step_buffers(const mla::DecodePlan& plan, StepBuffers& buffers) {
+  CUDA_OK(cudaMalloc(&buffers.schedule, plan.schedule_bytes));
+  CUDA_OK(cudaMalloc(&buffers.workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+}
+
+// The piece count of each request in a schedule written by mla::schedule, appended to pieces.
+void read_piece_counts(const void* schedule, const mla::DecodePlan& plan, int batch,
+                       std::vector<int>* pieces) {
+  std::vector<int32_t> offsets(batch + 1);
+  CUDA_OK(cudaMemcpy(offsets.data(), mla::detail::schedule_split_offsets(schedule, plan.num_sm_parts),
+                     offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  for (int i = 0; i < batch; ++i) pieces->push_back(offsets[i + 1] - offsets[i]);
+}
+
 // Poisons the schedule buffer, runs schedule, then decode twice with that schedule (as for two
 // layers of a step; out, lse and the workspace poisoned before each), and returns dense host
 // copies of the second call's out (as float) and lse. Checks that decode left the schedule's
@@ -218,21 +243,15 @@ void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse,
   ASSERT_TRUE(mla::check(a).ok()) << mla::check(a).to_string();
   const int num_sms = mla::device_num_sms(0);
   const mla::DecodePlan plan = mla::plan_decode(a, num_sms);
-  void* schedule = nullptr;
-  void* workspace = nullptr;
-  CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
-  CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+  StepBuffers buffers;
+  ASSERT_NO_FATAL_FAILURE(alloc_step_buffers(plan, buffers));
+  void* schedule = buffers.schedule;
+  void* workspace = buffers.workspace;
   CUDA_OK(cudaMemset(schedule, 0xFF, plan.schedule_bytes));  // schedule() must write all of it
 
   mla::Status st = mla::schedule(a, plan, schedule, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  if (pieces) {
-    std::vector<int32_t> offsets(a.batch + 1);
-    CUDA_OK(cudaMemcpy(offsets.data(),
-                       mla::detail::schedule_split_offsets(schedule, plan.num_sm_parts),
-                       offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
-    for (int i = 0; i < a.batch; ++i) pieces->push_back(offsets[i + 1] - offsets[i]);
-  }
+  if (pieces) ASSERT_NO_FATAL_FAILURE(read_piece_counts(schedule, plan, a.batch, pieces));
   for (int layer = 0; layer < 2; ++layer) {
     CUDA_OK(cudaMemset(workspace, 0xFF, plan.workspace_bytes));  // NaN partials if unwritten
     CUDA_OK(cudaMemset(p.out, 0xFF, p.out_elems * 2));
@@ -247,8 +266,6 @@ void run_decode(Problem& p, std::vector<float>* out, std::vector<float>* lse,
   CUDA_OK(cudaMemcpy(flags.data(), mla::detail::schedule_merge_flags(schedule, a.batch, plan.num_sm_parts),
                      num_flags * sizeof(uint32_t), cudaMemcpyDeviceToHost));
   for (size_t i = 0; i < num_flags; ++i) ASSERT_EQ(flags[i], 0u) << "merge flag " << i << " after decode";
-  cudaFree(schedule);
-  cudaFree(workspace);
 
   ASSERT_NO_FATAL_FAILURE(read_results(p, out, lse));
 }
@@ -275,17 +292,12 @@ struct Worst {
   int cases = 0;
 };
 
-// Runs one case and checks it; updates worst-error statistics.
-// pieces (optional): as run_decode's.
-void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu_reference,
-                std::vector<int>* pieces = nullptr) {
-  SCOPED_TRACE(c.name());
-  Problem p;
-  ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
-  std::vector<float> out, lse, out_ref, lse_ref;
-  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out, &lse, pieces));
+// Checks out/lse (dense host copies) against the GPU reference of p, with the tolerances above;
+// updates worst-error statistics when worst is given.
+void expect_matches_gpu_reference(Problem& p, const std::vector<float>& out,
+                                  const std::vector<float>& lse, Worst* worst) {
+  std::vector<float> out_ref, lse_ref;
   ASSERT_NO_FATAL_FAILURE(reference_gpu(p, &out_ref, &lse_ref));
-
   const ref::CompareResult co = ref::compare(out.data(), out_ref.data(), out.size(), kOutAtol, kOutRtol);
   const ref::CompareResult cl = ref::compare(lse.data(), lse_ref.data(), lse.size(), kLseAtol, 0.0);
   EXPECT_TRUE(co.ok) << "out: " << co.summary;
@@ -303,6 +315,18 @@ void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu
     worst->lse_abs = std::max(worst->lse_abs, cl.max_abs_err);
     worst->cases++;
   }
+}
+
+// Runs one case and checks it; updates worst-error statistics.
+// pieces (optional): as run_decode's.
+void check_case(const Case& c, std::mt19937_64& rng, Worst* worst, bool also_cpu_reference,
+                std::vector<int>* pieces = nullptr) {
+  SCOPED_TRACE(c.name());
+  Problem p;
+  ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
+  std::vector<float> out, lse;
+  ASSERT_NO_FATAL_FAILURE(run_decode(p, &out, &lse, pieces));
+  ASSERT_NO_FATAL_FAILURE(expect_matches_gpu_reference(p, out, lse, worst));
 
   if (also_cpu_reference) {
     // The float64 CPU reference on the same (rounded) inputs.
@@ -505,10 +529,10 @@ TEST(DecodeGpu, SanitizerStaleShorterLengthsComplete) {
     ASSERT_NO_FATAL_FAILURE(make_problem(c, rng, p));
     const mla::DecodeArgs& a = p.args;
     const mla::DecodePlan plan = mla::plan_decode(a, mla::device_num_sms(0));
-    void* schedule = nullptr;
-    void* workspace = nullptr;
-    CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
-    CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+    StepBuffers buffers;
+    ASSERT_NO_FATAL_FAILURE(alloc_step_buffers(plan, buffers));
+    void* schedule = buffers.schedule;
+    void* workspace = buffers.workspace;
     ASSERT_TRUE(mla::schedule(a, plan, schedule, nullptr).ok());
     for (int round = 0; round < 3; ++round) {
       // Round 0: every length 0; then each length cut to a random shorter one, half of them 0.
@@ -526,8 +550,6 @@ TEST(DecodeGpu, SanitizerStaleShorterLengthsComplete) {
       EXPECT_TRUE(st.ok()) << st.to_string();
       CUDA_OK(cudaDeviceSynchronize());
     }
-    cudaFree(schedule);
-    cudaFree(workspace);
   }
 }
 
@@ -548,16 +570,14 @@ TEST(DecodeGpu, DenseFinishesWithFewSmsFree) {
   const mla::DecodeArgs& a = p.args;
   const int num_sms = mla::device_num_sms(0);
   const mla::DecodePlan plan = mla::plan_decode(a, num_sms);
-  void* schedule = nullptr;
-  void* workspace = nullptr;
-  CUDA_OK(cudaMalloc(&schedule, plan.schedule_bytes));
-  CUDA_OK(cudaMalloc(&workspace, std::max<size_t>(plan.workspace_bytes, 16)));
+  StepBuffers buffers;
+  ASSERT_NO_FATAL_FAILURE(alloc_step_buffers(plan, buffers));
+  void* schedule = buffers.schedule;
+  void* workspace = buffers.workspace;
   ASSERT_TRUE(mla::schedule(a, plan, schedule, nullptr).ok());
-  std::vector<int32_t> offsets(a.batch + 1);
-  CUDA_OK(cudaMemcpy(offsets.data(), mla::detail::schedule_split_offsets(schedule, plan.num_sm_parts),
-                     offsets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
-  int two_piece = 0;
-  for (int i = 0; i < a.batch; ++i) two_piece += offsets[i + 1] - offsets[i] == 2;
+  std::vector<int> pieces;
+  ASSERT_NO_FATAL_FAILURE(read_piece_counts(schedule, plan, a.batch, &pieces));
+  const int two_piece = static_cast<int>(std::count(pieces.begin(), pieces.end(), 2));
   ASSERT_GT(two_piece, 0) << "the schedule has no request of two pieces: nothing waits";
   // One unhindered run first: it loads the kernels (lazy module loading can wait for the whole
   // context, holders included) and leaves the merge flags as the scheduler wrote them.
@@ -623,8 +643,6 @@ TEST(DecodeGpu, DenseFinishesWithFewSmsFree) {
   if (holding != held_sms) {
     // The setup, not decode, failed: another process holds SMs (or fewer are usable than the
     // device reports), so the step cannot be confined to free_sms SMs here.
-    cudaFree(schedule);
-    cudaFree(workspace);
     GTEST_SKIP() << "only " << holding << " of " << held_sms
                  << " SM holders became resident within 10 s (another process on the GPU?)";
   }
@@ -634,16 +652,9 @@ TEST(DecodeGpu, DenseFinishesWithFewSmsFree) {
   EXPECT_TRUE(finished) << "decode did not finish within 20 s with " << free_sms
                         << " SMs free (a CTA waited for one that had not started)";
 
-  std::vector<float> out, lse, out_ref, lse_ref;
+  std::vector<float> out, lse;
   ASSERT_NO_FATAL_FAILURE(read_results(p, &out, &lse));
-  ASSERT_NO_FATAL_FAILURE(reference_gpu(p, &out_ref, &lse_ref));
-  const ref::CompareResult co = ref::compare(out.data(), out_ref.data(), out.size(), kOutAtol, kOutRtol);
-  const ref::CompareResult cl = ref::compare(lse.data(), lse_ref.data(), lse.size(), kLseAtol, 0.0);
-  EXPECT_TRUE(co.ok) << "out: " << co.summary;
-  EXPECT_LE(co.rel_frobenius, kOutRelFrobenius) << "out: " << co.summary;
-  EXPECT_TRUE(cl.ok) << "lse: " << cl.summary;
-  cudaFree(schedule);
-  cudaFree(workspace);
+  ASSERT_NO_FATAL_FAILURE(expect_matches_gpu_reference(p, out, lse, nullptr));
 }
 
 TEST(DecodeGpu, RejectsBadCallArguments) {

@@ -13,7 +13,8 @@
 # A third tree in build-ab/alt (same kind of export) is timed too when present. BENCH_ARGS (env)
 # adds mla-bench options to every run, e.g. BENCH_ARGS="--dtype fp16". AB_NEW_BUILD (env): a
 # build tree of this checkout that already holds mla-bench (e.g. build/ after gpu_check.sh
-# build), used for the new side instead of building build-ab/new-build.
+# build), used for the new side instead of building build-ab/new-build. AB_BUILD_ONLY=1 (env):
+# build the trees and stop (gpu_check.sh's ab stage starts this early, in the background).
 # Prints one line per run and the per-case medians; logs to $OUT.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +45,7 @@ if [ -f build-ab/alt/CMakeLists.txt ]; then
     cmake --build build-ab/alt-build -j"$(nproc)" --target mla-bench ) > "$out/ab_build_alt.log" 2>&1 &
 fi
 wait
+[ "${AB_BUILD_ONLY:-0}" = 1 ] && exit 0
 bench_of() {  # side
   if [ "$1" = new ]; then echo "$new_build/tools/mla-bench/mla-bench"; else echo "build-ab/$1-build/tools/mla-bench/mla-bench"; fi
 }

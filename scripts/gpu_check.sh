@@ -23,9 +23,7 @@ gen=""; command -v ninja >/dev/null && gen="-G Ninja"
 
 base_build_pid=""
 if [[ " ${stages[*]} " == *" ab "* && -f build-ab/base/CMakeLists.txt ]]; then
-  ( cmake -S build-ab/base -B build-ab/base-build $gen -DCMAKE_BUILD_TYPE=Release \
-      -DMLA_BUILD_TESTS=OFF -DMLA_BUILD_PYTHON=OFF -DMLA_CUTLASS_INCLUDE_DIR="$root/.deps/cutlass/include" &&
-    cmake --build build-ab/base-build -j6 --target mla-bench ) > "$out/ab_base_build.log" 2>&1 &
+  AB_BUILD_ONLY=1 AB_NEW_BUILD="$build" OUT="$out/ab" bash scripts/ab_bench.sh > "$out/ab_base_build.log" 2>&1 &
   base_build_pid=$!
 fi
 

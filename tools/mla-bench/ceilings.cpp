@@ -73,13 +73,16 @@ CopyCeiling measure_copy_ceiling(size_t bytes, int reps) {
   return c;
 }
 
-GemmCeiling measure_gemm_ceiling(int n, int reps) {
+GemmCeiling measure_gemm_ceiling(int n, int reps, BenchDType dtype) {
   const size_t elems = static_cast<size_t>(n) * n;
   DeviceBuffer a(elems * 2, "GEMM ceiling A"), b(elems * 2, "GEMM ceiling B"),
       c(elems * 2, "GEMM ceiling C");
+  const bool bf16 = dtype == BenchDType::kBF16;
+  const ElemType elem = bf16 ? ElemType::kBF16 : ElemType::kFP16;
+  const cudaDataType_t cuda_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   Timer t;
-  fill_normal(a.get(), elems, ElemType::kBF16, 0x5eed0001ull, 1.0f, t.stream);
-  fill_normal(b.get(), elems, ElemType::kBF16, 0x5eed0002ull, 1.0f, t.stream);
+  fill_normal(a.get(), elems, elem, 0x5eed0001ull, 1.0f, t.stream);
+  fill_normal(b.get(), elems, elem, 0x5eed0002ull, 1.0f, t.stream);
 
   cublasHandle_t handle = nullptr;
   cublas_check(cublasCreate(&handle), "cublasCreate");
@@ -92,13 +95,14 @@ GemmCeiling measure_gemm_ceiling(int n, int reps) {
   const float alpha = 1.0f, beta = 0.0f;
   auto gemm = [&] {
     cublas_check(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.get(),
-                              CUDA_R_16BF, n, b.get(), CUDA_R_16BF, n, &beta, c.get(),
-                              CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                              cuda_type, n, b.get(), cuda_type, n, &beta, c.get(), cuda_type, n,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx");
   };
   GemmCeiling g;
   g.n = n;
   g.reps = reps;
+  g.dtype = dtype;
   g.tflops = 2.0 * static_cast<double>(n) * n * n / (t.median_ms(reps, gemm) * 1e-3) / 1e12;
   return g;
 }

@@ -17,6 +17,7 @@ struct GemmCeiling {
   double tflops = 0;  // 2 n^3 / median time
   int n = 0;
   int reps = 0;
+  BenchDType dtype = BenchDType::kBF16;  // of A, B and C
 };
 
 struct LaunchFloor {
@@ -27,9 +28,11 @@ struct LaunchFloor {
 // Device-to-device cudaMemcpyAsync of `bytes`, median of `reps` timed copies.
 CopyCeiling measure_copy_ceiling(size_t bytes, int reps);
 
-// bf16 n x n x n GEMM through cublasGemmEx (fp32 compute, bf16 output), random inputs,
-// median of `reps` timed calls.
-GemmCeiling measure_gemm_ceiling(int n, int reps);
+// n x n x n GEMM through cublasGemmEx (fp32 compute; inputs and output of `dtype`), standard
+// normal inputs, median of `reps` timed calls. The ceiling of record is bf16 (DESIGN.md section
+// 5); an fp16 run measures the fp16 GEMM too, so that the tensor cores' own fp16/bf16 ratio on
+// random data is printed beside the cases.
+GemmCeiling measure_gemm_ceiling(int n, int reps, BenchDType dtype);
 
 // The floor of a decode step under mla-bench's method: a graph of two empty kernels (num_sms
 // CTAs, then a programmatically dependent one), replayed after an L2 flush of `flush`.

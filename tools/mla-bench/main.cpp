@@ -392,6 +392,7 @@ std::string json_num(const std::optional<double>& v) { return v ? json_num(*v) :
 bool write_json(const std::string& path, const std::string& command, const Options& opt,
                 const GpuInfo& gpu, const std::optional<CopyCeiling>& copy,
                 const std::optional<GemmCeiling>& gemm,
+                const std::optional<GemmCeiling>& gemm_fp16,
                 const std::optional<LaunchFloor>& floor, const std::vector<CaseResult>& results,
                 bool all_ok, uint64_t data_seed) {
   std::ostringstream j;
@@ -412,6 +413,7 @@ bool write_json(const std::string& path, const std::string& command, const Optio
     << ", \"copy_bytes\": " << (copy ? std::to_string(copy->bytes) : "null")
     << ", \"gemm_tflops\": " << (gemm ? json_num(gemm->tflops) : "null")
     << ", \"gemm_n\": " << (gemm ? std::to_string(gemm->n) : "null")
+    << ", \"gemm_fp16_tflops\": " << (gemm_fp16 ? json_num(gemm_fp16->tflops) : "null")
     << ", \"launch_floor_us\": " << (floor ? json_num(floor->us) : "null") << "},\n";
   j << "  \"cases\": [";
   for (size_t k = 0; k < results.size(); ++k) {
@@ -508,10 +510,23 @@ int run(int argc, char** argv) {
   }
   try {
     progress.show("mla-bench: measuring GEMM ceiling");
-    gemm = measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps);
+    gemm = measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps, BenchDType::kBF16);
   } catch (const std::exception& e) {
     progress.clear();
     std::fprintf(stderr, "mla-bench: GEMM ceiling failed: %s\n", e.what());
+  }
+  // An fp16 run also times cuBLAS's fp16 GEMM (not a ceiling of record: %GEMM stays against
+  // bf16, DESIGN.md section 5), so that the tensor cores' own fp16/bf16 ratio on random data is
+  // in the same run as the fp16 cases.
+  std::optional<GemmCeiling> gemm_fp16;
+  if (opt.dtype == BenchDType::kFP16) {
+    try {
+      progress.show("mla-bench: measuring fp16 GEMM");
+      gemm_fp16 = measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps, BenchDType::kFP16);
+    } catch (const std::exception& e) {
+      progress.clear();
+      std::fprintf(stderr, "mla-bench: fp16 GEMM failed: %s\n", e.what());
+    }
   }
   progress.clear();
   const double copy_gbs = copy ? copy->gb_per_s : 0, gemm_tf = gemm ? gemm->tflops : 0;
@@ -520,6 +535,13 @@ int run(int argc, char** argv) {
               copy ? fmt("%.0f", copy_gbs).c_str() : "n/a",
               static_cast<double>(kCopyCeilingBytes) / (1u << 30), kCopyCeilingReps,
               gemm ? fmt("%.1f", gemm_tf).c_str() : "n/a", kGemmCeilingN, kGemmCeilingReps);
+  if (opt.dtype == BenchDType::kFP16) {
+    std::printf("fp16 GEMM: %s TFLOP/s (the same GEMM with fp16 inputs and output)%s\n",
+                gemm_fp16 ? fmt("%.1f", gemm_fp16->tflops).c_str() : "n/a",
+                gemm && gemm_fp16
+                    ? fmt(", %.1f%% of bf16's", 100.0 * gemm_fp16->tflops / gemm_tf).c_str()
+                    : "");
+  }
 
   std::vector<CaseResult> results;
   std::optional<DeviceBuffer> flush;
@@ -591,7 +613,8 @@ int run(int argc, char** argv) {
   if (!copy || !gemm) ok = false;
 
   if (!opt.json_path.empty()) {
-    if (!write_json(opt.json_path, command, opt, gpu, copy, gemm, floor, results, ok, data_seed)) {
+    if (!write_json(opt.json_path, command, opt, gpu, copy, gemm, gemm_fp16, floor, results, ok,
+                    data_seed)) {
       std::fprintf(stderr, "mla-bench: cannot write --json file '%s'\n", opt.json_path.c_str());
       ok = false;
     }

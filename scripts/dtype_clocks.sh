@@ -4,11 +4,12 @@
 # slower because of the kernel or because the tensor cores draw more power on fp16 data and the
 # GPU clocks down under its power limit.
 #   bash scripts/dtype_clocks.sh [case letters]     (default: C D; ROUNDS=3 alternations)
-# Needs a built mla-bench (BUILD_DIR, default build/). Per run: the case's time (us) and the
-# mean SM clock (MHz) and power (W) over the loaded samples (every 20 ms; those at >= 80% of the
-# run's highest power draw). ITERS graph replays (default 2000: D ~1.8 s, C ~1 s) make the
-# replays most of those samples; the ceilings measured at each mla-bench start (~0.1 s of GEMM)
-# are the rest. Logs to $OUT.
+# Needs a built mla-bench (BUILD_DIR, default build/). Per run: the case's time (us) and the mean
+# SM clock (MHz) and power (W) over the samples taken at the power limit (>= 97% of
+# power.limit; nvidia-smi is asked every 20 ms, its power figure changes about every 100 ms).
+# ITERS graph replays (default 2000: D ~2 s, C ~1 s) hold the GPU there for most of the run; at
+# the limit, the clock is what the power of the work allows, which is what differs between
+# dtypes. Logs to $OUT. First use (fifteenth session, H100 700 W): docs/PERF.md.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,6 +20,8 @@ bench="${BUILD_DIR:-build}/tools/mla-bench/mla-bench"
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(C D)
 rounds="${ROUNDS:-3}"
+limit=$(nvidia-smi --query-gpu=power.limit --format=csv,noheader,nounits | head -1)
+echo "power limit: ${limit} W"
 
 # The case's row: time (us) is the first field after "|".
 time_of() { awk -v c="$1" '$1 == c && NF > 10 { for (i = 1; i <= NF; ++i) if ($i == "|") { print $(i + 1); exit } }'; }
@@ -31,9 +34,9 @@ for r in $(seq "$rounds"); do
       smi=$!
       t=$("$bench" --case "$c" --dtype "$dt" --no-verify --iters "${ITERS:-2000}" 2>/dev/null | time_of "$c")
       kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
-      stats=$(awk -F', ' '{ c[NR] = $1; p[NR] = $2; if ($2 > pmax) pmax = $2 }
-                         END { for (i = 1; i <= NR; ++i) if (p[i] >= 0.8 * pmax) { n++; clk += c[i]; pw += p[i] }
-                               if (n) printf "%.0f MHz %.0f W (%d of %d samples)", clk / n, pw / n, n, NR; else print "no samples" }' "$log")
+      stats=$(awk -F', ' -v limit="$limit" '$2 >= 0.97 * limit { n++; clk += $1; pw += $2 }
+                         END { if (n) printf "%.0f MHz %.0f W (%d of %d samples at the power limit)", clk / n, pw / n, n, NR
+                               else printf "no sample at the power limit (%d samples)", NR }' "$log")
       echo "$c $dt round $r: ${t:-FAIL} us, $stats"
     done
   done

@@ -3,6 +3,8 @@
 # Used on the lent H200 (see docs/PERF.md); works on any machine with a Hopper GPU.
 #   bash scripts/gpu_check.sh [stage ...]     stages: build tests sweep sanitize bench profile
 #   trace memprofile python sass ab
+# A record run for docs/PERF.md (the tests, the sweep and the benches of one tree on one GPU):
+#   BENCH_RUNS=2 BENCH_DTYPES="bf16 fp16" bash scripts/gpu_check.sh build tests sweep sanitize bench
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400).
 # ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of
@@ -57,7 +59,17 @@ for stage in "${stages[@]}"; do
       run_stage racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
       ;;
     bench)
-      run_stage bench 400 "$build/tools/mla-bench/mla-bench" --json "$out/bench.json"
+      # BENCH_DTYPES (default bf16) and BENCH_RUNS (default 1): whole mla-bench runs, each with
+      # its own ceilings and JSON (bench_<dtype>_<run>.json); the case rows of every run follow.
+      for dt in ${BENCH_DTYPES:-bf16}; do
+        for r in $(seq "${BENCH_RUNS:-1}"); do
+          run_stage "bench_${dt}_$r" 400 "$build/tools/mla-bench/mla-bench" --dtype "$dt" \
+            --json "$out/bench_${dt}_$r.json"
+        done
+      done
+      for f in "$out"/bench_*_*.log; do
+        [ -f "$f" ] && echo "--- $(basename "$f" .log)" && grep -E "^(ceilings|fp16 GEMM|launch floor)|^[A-H] " "$f"
+      done
       ;;
     sass)
       obj=$(find "$build" -name 'bf16.cu.o' | head -1)

@@ -5,6 +5,8 @@
 #   trace memprofile python sass ab
 # A record run for docs/PERF.md (the tests, the sweep and the benches of one tree on one GPU):
 #   BENCH_RUNS=2 BENCH_DTYPES="bf16 fp16" bash scripts/gpu_check.sh build tests sweep sanitize bench
+# then python3 scripts/perf_table.py $OUT/bench_bf16_*.json --fp16 $OUT/bench_fp16_*.json for the
+# table and the targets.
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400).
 # ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of

@@ -444,6 +444,39 @@ TEST(DecodeGpu, LongSequencesAndSmallBatch) {
   for (const Case& c : cases) check_case(c, rng, nullptr, false);
 }
 
+// seqlen_q up to its limit of 64 (the sweep stops at 4, the cases above at 8). A kv head's query
+// rows (s_q * h_q / h_kv of them) are cut into 64-row m-blocks across tokens and the causal
+// window differs per token, so each of these is a case: an m-block that starts or ends inside a
+// token, tokens whose causal window is empty (request shorter than s_q), the 1024-row limit, and
+// decode_narrow with many tokens of few heads.
+TEST(DecodeGpu, ManyQueryTokensUpToTheLimit) {
+  MLA_SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case cpu_checked[] = {
+      // 66 rows: the second m-block holds the last token's two heads only.
+      {.batch = 2, .s_q = 33, .seqlen = 100, .h_q = 2, .h_kv = 1, .causal = true},
+      // 16 rows per kv head (decode_narrow), 16 tokens of one head; lengths 0..60, so some
+      // requests are shorter than s_q and their first tokens see no key.
+      {.batch = 3, .s_q = 16, .seqlen = 30, .h_q = 1, .h_kv = 1, .varlen = true, .causal = true},
+  };
+  for (const Case& c : cpu_checked) check_case(c, rng, nullptr, /*also_cpu_reference=*/true);
+  const Case cases[] = {
+      // 1024 rows per kv head: the limit, 16 m-blocks.
+      {.batch = 2, .s_q = 64, .seqlen = 5000, .h_q = 16, .h_kv = 1, .causal = true},
+      {.dtype = mla::DType::kFP16, .batch = 3, .s_q = 64, .seqlen = 700, .h_q = 1, .h_kv = 1,
+       .varlen = true, .causal = true},
+      // 111 rows: m-blocks cut inside a token (3 heads per token).
+      {.batch = 4, .s_q = 37, .seqlen = 2000, .h_q = 3, .h_kv = 1, .varlen = true, .causal = true},
+      // 15 rows per kv head: decode_narrow, 3 kv heads, 5 tokens.
+      {.batch = 5, .s_q = 5, .seqlen = 40, .h_q = 9, .h_kv = 3, .causal = true},
+      // Every request shorter than s_q: the first 18 of the 48 tokens see no key.
+      {.batch = 1, .s_q = 48, .seqlen = 30, .h_q = 4, .h_kv = 1, .causal = true},
+      // Not causal, 192 rows per kv head over 8 kv heads.
+      {.batch = 6, .s_q = 12, .seqlen = 9000, .h_q = 128, .h_kv = 8, .varlen = true},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, false);
+}
+
 // decode_dense merges requests of 2 pieces itself (one CTA waits for the other's partial,
 // sched/metadata.h), combine those of 3 or more, both in one step. Varlen batches whose
 // schedules hold requests of 2, 3 and more pieces (asserted, so the test cannot pass without

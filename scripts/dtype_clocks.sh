@@ -20,7 +20,8 @@ bench="${BUILD_DIR:-build}/tools/mla-bench/mla-bench"
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(C D)
 rounds="${ROUNDS:-3}"
-limit=$(nvidia-smi --query-gpu=power.limit --format=csv,noheader,nounits | head -1)
+limit=$(nvidia-smi --query-gpu=power.limit --format=csv,noheader,nounits 2>/dev/null | head -1)
+[[ "$limit" =~ ^[0-9.]+$ ]] || { echo "nvidia-smi gave no power limit ('$limit'): needs an NVIDIA GPU"; exit 2; }
 echo "power limit: ${limit} W"
 
 # The case's row: time (us) is the first field after "|".

@@ -508,26 +508,23 @@ int run(int argc, char** argv) {
     progress.clear();
     std::fprintf(stderr, "mla-bench: copy ceiling failed: %s\n", e.what());
   }
-  try {
-    progress.show("mla-bench: measuring GEMM ceiling");
-    gemm = measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps, BenchDType::kBF16);
-  } catch (const std::exception& e) {
-    progress.clear();
-    std::fprintf(stderr, "mla-bench: GEMM ceiling failed: %s\n", e.what());
-  }
+  // One GEMM measurement; a failure is reported and leaves the figure out (n/a).
+  auto try_gemm = [&](BenchDType dtype, const char* what) -> std::optional<GemmCeiling> {
+    try {
+      progress.show(std::string("mla-bench: measuring ") + what);
+      return measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps, dtype);
+    } catch (const std::exception& e) {
+      progress.clear();
+      std::fprintf(stderr, "mla-bench: %s failed: %s\n", what, e.what());
+      return std::nullopt;
+    }
+  };
+  gemm = try_gemm(BenchDType::kBF16, "GEMM ceiling");
   // An fp16 run also times cuBLAS's fp16 GEMM (not a ceiling of record: %GEMM stays against
   // bf16, DESIGN.md section 5), so that the tensor cores' own fp16/bf16 ratio on random data is
   // in the same run as the fp16 cases.
-  std::optional<GemmCeiling> gemm_fp16;
-  if (opt.dtype == BenchDType::kFP16) {
-    try {
-      progress.show("mla-bench: measuring fp16 GEMM");
-      gemm_fp16 = measure_gemm_ceiling(kGemmCeilingN, kGemmCeilingReps, BenchDType::kFP16);
-    } catch (const std::exception& e) {
-      progress.clear();
-      std::fprintf(stderr, "mla-bench: fp16 GEMM failed: %s\n", e.what());
-    }
-  }
+  const std::optional<GemmCeiling> gemm_fp16 =
+      opt.dtype == BenchDType::kFP16 ? try_gemm(BenchDType::kFP16, "fp16 GEMM") : std::nullopt;
   progress.clear();
   const double copy_gbs = copy ? copy->gb_per_s : 0, gemm_tf = gemm ? gemm->tflops : 0;
   std::printf("ceilings: copy %s GB/s (cudaMemcpy D2D %.0f GiB, read+write, median of %d); "

@@ -542,6 +542,22 @@ TEST(DecodeGpu, SanitizerSubset) {
   for (const Case& c : cases) check_case(c, rng, nullptr, false);
 }
 
+// decode_dense on 32 short varlen requests (0..1200 tokens) under the sanitizers. With 2 m-blocks
+// (66 parts on 132 SMs) a draw has about 13 requests of 2 pieces (merged in the kernel), 7 of 3
+// and 8 parts of two requests (staged transitions); with 1 m-block (132 parts), requests of 2, 3
+// and more pieces, one per part. racecheck reported shared-memory hazards on the first shape in
+// a build that merges 3-piece requests too (docs/PERF.md, sixteenth session), which the shapes of
+// SanitizerSubset never showed; this keeps the shape in every tree's sanitizer runs.
+TEST(DecodeGpu, SanitizerDenseShortVarlen) {
+  MLA_SKIP_WITHOUT_HOPPER();
+  auto rng = fresh_rng();
+  const Case cases[] = {
+      {.batch = 32, .s_q = 1, .seqlen = 600, .h_q = 128, .h_kv = 1, .varlen = true},
+      {.batch = 32, .s_q = 1, .seqlen = 600, .h_q = 64, .h_kv = 1, .varlen = true},
+  };
+  for (const Case& c : cases) check_case(c, rng, nullptr, false);
+}
+
 // decode() with lengths shorter than the ones schedule() saw (a contract violation: the output is
 // undefined) must still finish without a fault or a hang. Parts then start on requests with no
 // block left in them: decode_narrow has already requested such a request's Q (before reading its

@@ -8,7 +8,9 @@
 # then python3 scripts/perf_table.py $OUT/bench_bf16_*.json --fp16 $OUT/bench_fp16_*.json for the
 # table and the targets.
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
-# the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400).
+# the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400),
+# RACECHECK_LIMIT the racecheck run's (default 420: the Sanitizer* tests took 180 s under it on
+# an H100 with one SanitizerDenseShortVarlen case; it has two).
 # ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of
 # the base commit, carried along), ROUNDS (default 3) whole mla-bench runs per side, AB_CASES
 # (env) the case letters (default all eight), AB_LIMIT (env) its time limit (default 300 s).
@@ -58,7 +60,7 @@ for stage in "${stages[@]}"; do
       ;;
     sanitize)
       run_stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
-      run_stage racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
+      run_stage racecheck "${RACECHECK_LIMIT:-420}" compute-sanitizer --tool racecheck --error-exitcode 9 "$build/tests/mla_gpu_tests" --gtest_filter='DecodeGpu.Sanitizer*'
       ;;
     bench)
       # BENCH_DTYPES (default bf16) and BENCH_RUNS (default 1): whole mla-bench runs, each with

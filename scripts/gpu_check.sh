@@ -10,7 +10,7 @@
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400),
 # RACECHECK_LIMIT the racecheck run's (default 420: the Sanitizer* tests took 180 s under it on
-# an H100 with one SanitizerDenseShortVarlen case; it has two).
+# an H100 with the first of SanitizerDenseShortVarlen's two cases among them).
 # ab: scripts/ab_bench.sh with this build as the new side against build-ab/base (an export of
 # the base commit, carried along), ROUNDS (default 3) whole mla-bench runs per side, AB_CASES
 # (env) the case letters (default all eight), AB_LIMIT (env) its time limit (default 300 s).

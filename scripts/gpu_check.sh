@@ -76,7 +76,7 @@ for stage in "${stages[@]}"; do
       done
       ;;
     sass)
-      obj=$(find "$build" -path '*decode_dense*' -name 'bf16.cu.o' | head -1)  # the 2-piece build
+      obj=$(find "$build" -path '*decode_dense*' -name 'bf16.cu.o' | head -1)  # not decode_narrow's
       cuobjdump --dump-sass "$obj" > "$out/decode_bf16.sass" 2>&1
       echo "HGMMA: $(grep -c HGMMA "$out/decode_bf16.sass")  UTMALDG: $(grep -c UTMALDG "$out/decode_bf16.sass")  LDL/STL: $(grep -cE 'LDL|STL' "$out/decode_bf16.sass")"
       ;;

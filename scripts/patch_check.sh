@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Correctness of a candidate patch on a Hopper GPU in one call, next to the unpatched tree:
+#   bash scripts/patch_check.sh docs/experiments/a.patch [b.patch ...]
+# 1. The working tree as it is (build/) and an export of it with the patches applied in order
+#    (build-patch/tree, built in build-patch/build) are built side by side; the working tree
+#    itself is not touched, so this is safe to run in a checkout.
+# 2. compute-sanitizer racecheck on RACE_FILTER (default: DecodeGpu.SanitizerDenseShortVarlen,
+#    the dense shapes with staged request transitions) with the unpatched build (skipped with
+#    SKIP_BASE=1), then on RACE_FILTER_PATCHED (default: the same) with the patched build.
+# 3. The patched build's FullSweep and its other GPU tests.
+# Logs go to $OUT (default build-patch/logs); the summary lines are printed. Each step has a time
+# limit (RACE_LIMIT per racecheck, default 200 s); with the defaults the whole script needs about
+# 40 + 2 x 150 + 65 + 90 s on an H100. Exit status 1 when a build, a racecheck or a test failed.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 2
+[ $# -ge 1 ] || { echo "usage: scripts/patch_check.sh patch [patch ...]"; exit 2; }
+out="${OUT:-$root/build-patch/logs}"
+mkdir -p "$out"
+status=0
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+common=(-DCMAKE_BUILD_TYPE=Release -DMLA_BUILD_PYTHON=OFF -DMLA_BUILD_BENCH=OFF
+        -DMLA_CUTLASS_INCLUDE_DIR="$root/.deps/cutlass/include")
+nvidia-smi --query-gpu=name,clocks.sm,power.draw --format=csv,noheader 2>&1 | head -1
+
+# The export: every file of the working tree except build outputs, dependencies and git data.
+rm -rf build-patch/tree build-patch/build
+mkdir -p build-patch/tree
+tar -c --exclude='./build*' --exclude='./.deps' --exclude='./.git' --exclude='./.whl' . |
+  tar -x -C build-patch/tree
+for p in "$@"; do
+  if ! patch -d build-patch/tree -p1 -s < "$p" > "$out/patch.log" 2>&1; then
+    echo "patch $p does not apply:"; cat "$out/patch.log"; exit 1
+  fi
+  echo "applied $p"
+done
+
+jobs=$(nproc)
+( cmake -S . -B build "${gen[@]}" "${common[@]}" && cmake --build build -j"$jobs" ) > "$out/build_base.log" 2>&1 &
+base_pid=$!
+( cmake -S build-patch/tree -B build-patch/build "${gen[@]}" "${common[@]}" &&
+  cmake --build build-patch/build -j"$jobs" ) > "$out/build_patched.log" 2>&1
+patched_rc=$?
+wait "$base_pid"
+base_rc=$?
+echo "build: base rc=$base_rc, patched rc=$patched_rc"
+grep -hE "spill|error" "$out/build_base.log" "$out/build_patched.log" | grep -v " 0 bytes spill" | head -10
+[ $patched_rc -eq 0 ] || { tail -20 "$out/build_patched.log"; exit 1; }
+
+step() {  # name limit_s command...: runs it with a limit, prints rc and the summary lines
+  local name=$1 limit=$2; shift 2
+  timeout --signal=KILL "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name rc=$rc ($(date +%T))"
+  grep -E "RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED) |^\[==========\]|worst|merges|few SMs" \
+    "$out/$name.log" | head -20
+  # Where racecheck hazards are, by source line and kernel instance.
+  grep -oE "kernel\.cuh:[0-9]+|attend<[^>]*>" "$out/$name.log" | sort | uniq -c | head -12
+  [ $rc -eq 0 ] || status=1
+}
+race_filter="${RACE_FILTER:-DecodeGpu.SanitizerDenseShortVarlen}"
+if [ "${SKIP_BASE:-0}" != 1 ] && [ $base_rc -eq 0 ]; then
+  step racecheck_base "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+    build/tests/mla_gpu_tests --gtest_filter="$race_filter"
+fi
+tests=build-patch/build/tests/mla_gpu_tests
+step racecheck_patched "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+  "$tests" --gtest_filter="${RACE_FILTER_PATCHED:-$race_filter}"
+step sweep_patched 100 "$tests" --gtest_filter='DecodeGpu.FullSweep'
+step tests_patched 150 "$tests" --gtest_filter='-DecodeGpu.FullSweep'
+exit $status

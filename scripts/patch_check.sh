@@ -46,6 +46,7 @@ base_rc=$?
 echo "build: base rc=$base_rc, patched rc=$patched_rc"
 grep -hE "spill|error" "$out/build_base.log" "$out/build_patched.log" | grep -v " 0 bytes spill" | head -10
 [ $patched_rc -eq 0 ] || { tail -20 "$out/build_patched.log"; exit 1; }
+[ $base_rc -eq 0 ] || { tail -20 "$out/build_base.log"; status=1; }  # the patched checks still run
 
 step() {  # name limit_s command...: runs it with a limit, prints rc and the summary lines
   local name=$1 limit=$2; shift 2

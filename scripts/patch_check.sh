@@ -8,6 +8,9 @@
 #    the dense shapes with staged request transitions) with the unpatched build (skipped with
 #    SKIP_BASE=1), then on RACE_FILTER_PATCHED (default: the same) with the patched build.
 # 3. The patched build's FullSweep and its other GPU tests.
+# EXTRA_PATCHES (env, space-separated) adds a third tree with only those patches
+# (build-patch/extra), built beside the others and racechecked on RACE_FILTER after the base:
+# e.g. a fix alone on the working tree next to the fix stacked on another patch.
 # Logs go to $OUT (default build-patch/logs); the summary lines are printed. Each step has a time
 # limit (RACE_LIMIT per racecheck, default 200 s); with the defaults the whole script needs about
 # 40 + 2 x 150 + 65 + 90 s on an H100. Exit status 1 when a build, a racecheck or a test failed.
@@ -24,27 +27,43 @@ common=(-DCMAKE_BUILD_TYPE=Release -DMLA_BUILD_PYTHON=OFF -DMLA_BUILD_BENCH=OFF
 nvidia-smi --query-gpu=name,clocks.sm,power.draw --format=csv,noheader 2>&1 | head -1
 
 # The export: every file of the working tree except build outputs, dependencies and git data.
-rm -rf build-patch/tree build-patch/build
-mkdir -p build-patch/tree
-tar -c --exclude='./build*' --exclude='./.deps' --exclude='./.git' --exclude='./.whl' . |
-  tar -x -C build-patch/tree
-for p in "$@"; do
-  if ! patch -d build-patch/tree -p1 -s < "$p" > "$out/patch.log" 2>&1; then
-    echo "patch $p does not apply:"; cat "$out/patch.log"; exit 1
-  fi
-  echo "applied $p"
-done
+export_tree() {  # dir patch...: the working tree exported to dir with the patches applied
+  local dir=$1; shift
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  tar -c --exclude='./build*' --exclude='./.deps' --exclude='./.git' --exclude='./.whl' . |
+    tar -x -C "$dir"
+  for p in "$@"; do
+    if ! patch -d "$dir" -p1 -s < "$p" > "$out/patch.log" 2>&1; then
+      echo "patch $p does not apply to $dir:"; cat "$out/patch.log"; exit 1
+    fi
+    echo "applied $p to $dir"
+  done
+}
+rm -rf build-patch/build build-patch/extra-build
+export_tree build-patch/tree "$@"
+extra=()
+# shellcheck disable=SC2206  # EXTRA_PATCHES: patch paths split on spaces
+[ -n "${EXTRA_PATCHES:-}" ] && extra=(${EXTRA_PATCHES})
+[ ${#extra[@]} -gt 0 ] && export_tree build-patch/extra "${extra[@]}"
 
 jobs=$(nproc)
 ( cmake -S . -B build "${gen[@]}" "${common[@]}" && cmake --build build -j"$jobs" ) > "$out/build_base.log" 2>&1 &
 base_pid=$!
+extra_rc=0
+if [ ${#extra[@]} -gt 0 ]; then
+  ( cmake -S build-patch/extra -B build-patch/extra-build "${gen[@]}" "${common[@]}" &&
+    cmake --build build-patch/extra-build -j"$jobs" ) > "$out/build_extra.log" 2>&1 &
+  extra_pid=$!
+fi
 ( cmake -S build-patch/tree -B build-patch/build "${gen[@]}" "${common[@]}" &&
   cmake --build build-patch/build -j"$jobs" ) > "$out/build_patched.log" 2>&1
 patched_rc=$?
 wait "$base_pid"
 base_rc=$?
-echo "build: base rc=$base_rc, patched rc=$patched_rc"
-grep -hE "spill|error" "$out/build_base.log" "$out/build_patched.log" | grep -v " 0 bytes spill" | head -10
+if [ ${#extra[@]} -gt 0 ]; then wait "$extra_pid"; extra_rc=$?; fi
+echo "build: base rc=$base_rc, patched rc=$patched_rc, extra rc=$extra_rc"
+grep -hE "spill|error" "$out"/build_*.log | grep -v " 0 bytes spill" | head -10
 [ $patched_rc -eq 0 ] || { tail -20 "$out/build_patched.log"; exit 1; }
 [ $base_rc -eq 0 ] || { tail -20 "$out/build_base.log"; status=1; }  # the patched checks still run
 
@@ -63,6 +82,14 @@ race_filter="${RACE_FILTER:-DecodeGpu.SanitizerDenseShortVarlen}"
 if [ "${SKIP_BASE:-0}" != 1 ] && [ $base_rc -eq 0 ]; then
   step racecheck_base "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
     build/tests/mla_gpu_tests --gtest_filter="$race_filter"
+fi
+if [ ${#extra[@]} -gt 0 ]; then
+  if [ $extra_rc -eq 0 ]; then
+    step racecheck_extra "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+      build-patch/extra-build/tests/mla_gpu_tests --gtest_filter="$race_filter"
+  else
+    tail -20 "$out/build_extra.log"; status=1
+  fi
 fi
 tests=build-patch/build/tests/mla_gpu_tests
 step racecheck_patched "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \

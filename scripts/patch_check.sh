@@ -13,7 +13,10 @@
 # e.g. a fix alone on the working tree next to the fix stacked on another patch.
 # Logs go to $OUT (default build-patch/logs); the summary lines are printed. Each step has a time
 # limit (RACE_LIMIT per racecheck, default 200 s); with the defaults the whole script needs about
-# 40 + 2 x 150 + 65 + 90 s on an H100. Exit status 1 when a build, a racecheck or a test failed.
+# 40 + 2 x 150 + 65 + 90 s on an H100 (racecheck's time is a guess: not yet measured on this
+# filter); EXTRA_PATCHES adds one racecheck, so under the device's 600 s per command the last
+# steps may be cut (the racechecks come first). Exit status 1 when a build, a racecheck or a test
+# failed.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 2

@@ -5,8 +5,8 @@
 #   bash scripts/local_sass.sh [file.cu] [output.sass]
 # Defaults: src/sm90/decode_dense/instantiations/bf16.cu, build-sass/sm90_decode_dense_bf16.sass.
 # Prints ptxas's register / spill lines and a count of the instructions worth checking before
-# believing a kernel does what was meant: HGMMA (wgmma), UTMALDG (TMA loads), UBLKCP (bulk copies), BAR.SYNC by
-# barrier id and thread count, SYNCS (mbarrier operations), WARPSYNC.
+# believing a kernel does what was meant: HGMMA (wgmma), UTMALDG (TMA loads), UBLKCP (bulk
+# copies), BAR.SYNC by barrier id and thread count, SYNCS (mbarrier operations), WARPSYNC.
 # Run from a checkout with .deps/cutlass (scripts/setup_deps.sh). A patched export works too: run
 # the script from that tree with DEPS pointing at the checkout's .deps.
 set -euo pipefail

@@ -50,17 +50,18 @@ extra=()
 [ -n "${EXTRA_PATCHES:-}" ] && extra=(${EXTRA_PATCHES})
 [ ${#extra[@]} -gt 0 ] && export_tree build-patch/extra "${extra[@]}"
 
-jobs=$(nproc)
-( cmake -S . -B build "${gen[@]}" "${common[@]}" && cmake --build build -j"$jobs" ) > "$out/build_base.log" 2>&1 &
+build_tree() {  # source build name: configures and builds, log in $out/build_<name>.log
+  { cmake -S "$1" -B "$2" "${gen[@]}" "${common[@]}" && cmake --build "$2" -j"$(nproc)"; } \
+    > "$out/build_$3.log" 2>&1
+}
+build_tree . build base &
 base_pid=$!
 extra_rc=0
 if [ ${#extra[@]} -gt 0 ]; then
-  ( cmake -S build-patch/extra -B build-patch/extra-build "${gen[@]}" "${common[@]}" &&
-    cmake --build build-patch/extra-build -j"$jobs" ) > "$out/build_extra.log" 2>&1 &
+  build_tree build-patch/extra build-patch/extra-build extra &
   extra_pid=$!
 fi
-( cmake -S build-patch/tree -B build-patch/build "${gen[@]}" "${common[@]}" &&
-  cmake --build build-patch/build -j"$jobs" ) > "$out/build_patched.log" 2>&1
+build_tree build-patch/tree build-patch/build patched
 patched_rc=$?
 wait "$base_pid"
 base_rc=$?
@@ -81,22 +82,23 @@ step() {  # name limit_s command...: runs it with a limit, prints rc and the sum
   grep -oE "kernel\.cuh:[0-9]+|attend<[^>]*>" "$out/$name.log" | sort | uniq -c | head -12
   [ $rc -eq 0 ] || status=1
 }
+racecheck() {  # name build filter
+  step "racecheck_$1" "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+    "$2/tests/mla_gpu_tests" --gtest_filter="$3"
+}
 race_filter="${RACE_FILTER:-DecodeGpu.SanitizerDenseShortVarlen}"
 if [ "${SKIP_BASE:-0}" != 1 ] && [ $base_rc -eq 0 ]; then
-  step racecheck_base "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-    build/tests/mla_gpu_tests --gtest_filter="$race_filter"
+  racecheck base build "$race_filter"
 fi
 if [ ${#extra[@]} -gt 0 ]; then
   if [ $extra_rc -eq 0 ]; then
-    step racecheck_extra "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-      build-patch/extra-build/tests/mla_gpu_tests --gtest_filter="$race_filter"
+    racecheck extra build-patch/extra-build "$race_filter"
   else
     tail -20 "$out/build_extra.log"; status=1
   fi
 fi
+racecheck patched build-patch/build "${RACE_FILTER_PATCHED:-$race_filter}"
 tests=build-patch/build/tests/mla_gpu_tests
-step racecheck_patched "${RACE_LIMIT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-  "$tests" --gtest_filter="${RACE_FILTER_PATCHED:-$race_filter}"
 step sweep_patched 100 "$tests" --gtest_filter='DecodeGpu.FullSweep'
 step tests_patched 150 "$tests" --gtest_filter='-DecodeGpu.FullSweep'
 exit $status

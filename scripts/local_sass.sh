@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reads a kernel's SASS on a machine without a GPU (and without cuobjdump / nvdisasm in its CUDA
-# install): compiles one translation unit to a cubin for sm_90a and disassembles it with nvdisasm
-# from NVIDIA's nvidia-cuda-nvdisasm wheel (PyPI), fetched once into .deps/nvdisasm/.
+# install): compiles one translation unit to a cubin for sm_90a with the kernel flags of
+# CMakeLists.txt (nvdisasm reads cubins, not the build's host objects) and disassembles it with
+# nvdisasm from NVIDIA's nvidia-cuda-nvdisasm wheel (PyPI), fetched once into .deps/nvdisasm/.
 #   bash scripts/local_sass.sh [file.cu] [output.sass]
 # Defaults: src/sm90/decode_dense/instantiations/bf16.cu, build-sass/sm90_decode_dense_bf16.sass.
 # Prints ptxas's register / spill lines and a count of the instructions worth checking before

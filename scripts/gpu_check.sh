@@ -5,8 +5,8 @@
 #   trace memprofile python sass ab
 # A record run for docs/PERF.md (the tests, the sweep and the benches of one tree on one GPU):
 #   BENCH_RUNS=2 BENCH_DTYPES="bf16 fp16" bash scripts/gpu_check.sh build tests sweep sanitize bench
-# then python3 scripts/perf_table.py $OUT/bench_bf16_*.json --fp16 $OUT/bench_fp16_*.json for the
-# table and the targets.
+# The bench stage ends with scripts/perf_table.py over the runs' JSON files: the table and the
+# targets, printed and kept as $OUT/perf_table.md.
 # GTEST_FILTER (env) narrows the tests stage. Each stage has a time limit so a hang cannot eat
 # the whole call; GPU_TESTS_LIMIT (env, seconds) sets the tests stage's (default 400),
 # RACECHECK_LIMIT the racecheck run's (default 420: the Sanitizer* tests took 180 s under it on
@@ -74,6 +74,15 @@ for stage in "${stages[@]}"; do
       for f in "$out"/bench_*_*.log; do
         [ -f "$f" ] && echo "--- $(basename "$f" .log)" && grep -E "^(ceilings|fp16 GEMM|launch floor)|^[A-H] " "$f"
       done
+      # PERF.md's table with the targets, so that the call's output tail already holds it (its
+      # exit status, 1 while a target is missed, is not the stage's).
+      bf16_json=("$out"/bench_bf16_*.json) fp16_json=("$out"/bench_fp16_*.json)
+      if [ -f "${bf16_json[0]}" ]; then
+        table_args=("${bf16_json[@]}")
+        [ -f "${fp16_json[0]}" ] && table_args+=(--fp16 "${fp16_json[@]}")
+        python3 scripts/perf_table.py "${table_args[@]}" > "$out/perf_table.md" 2>&1
+        echo "--- perf_table.py (rc $?)"; cat "$out/perf_table.md"
+      fi
       ;;
     sass)
       obj=$(find "$build" -path '*decode_dense*' -name 'bf16.cu.o' | head -1)  # not decode_narrow's

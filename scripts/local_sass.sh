@@ -46,7 +46,8 @@ fi
 cubin="${out%.sass}.cubin"
 nvcc -I include -I src -isystem "$deps/cutlass/include" -O3 -gencode=arch=compute_90a,code=sm_90a \
   --expt-relaxed-constexpr -lineinfo -std=c++20 \
-  -Xptxas=-v,--warn-on-spills,--warn-on-local-memory-usage -cubin "$src" -o "$cubin" 2>&1 | grep -E "registers|spill|local memory|error" || true
+  -Xptxas=-v,--warn-on-spills,--warn-on-local-memory-usage -cubin "$src" -o "$cubin" 2>&1 |
+  grep -E "registers|spill|local memory|error" || true
 "$nvdisasm" -c -gi "$cubin" > "$out"
 echo "SASS: $out"
 grep -oE "HGMMA|UTMALDG|UBLKCP|WARPSYNC|SYNCS\.[A-Z0-9.]+" "$out" | sort | uniq -c
